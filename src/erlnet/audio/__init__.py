@@ -1,0 +1,1 @@
+"""erlnet.audio"""
