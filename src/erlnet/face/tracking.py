@@ -37,7 +37,7 @@ class TrackerConfig:
 class FrameTrack:
     """Result of one frame."""
 
-    landmarks: np.ndarray | None  # (478, 3) float32 pixels of the input frame, None if no face
+    landmarks: np.ndarray | None  # (478, 3) float32 input-frame pixels ((468, 3) unrefined), None: no face
     n_faces: int  # number of faces MediaPipe found in the frame
     box: tuple[float, float, float, float] | None  # landmark bounding box (x0, y0, x1, y1), pixels
 
