@@ -74,3 +74,13 @@ def test_pick_face_prefers_continuity_then_size() -> None:
     small_left, big_right = square(50, 10), square(300, 40)
     assert _pick_face([small_left, big_right], previous=None) is big_right
     assert _pick_face([small_left, big_right], previous=square(60, 10)) is small_left
+
+
+def test_competing_faces_are_counted() -> None:
+    face = data.astronaut()[0:256, 128:384]
+    two = np.ascontiguousarray(np.concatenate([face, face], axis=1))
+    with FaceTracker(TrackerConfig(count_faces_every=2)) as tracker:
+        tracks = [tracker.process(two) for _ in range(4)]
+    assert [t.counted for t in tracks] == [True, False, True, False]
+    assert all(t.n_faces == 2 for t in tracks if t.counted)
+    assert all(t.landmarks is not None for t in tracks)

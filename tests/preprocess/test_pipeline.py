@@ -165,3 +165,14 @@ def test_cli_preprocess_prints_summary(face_video: Path, tmp_path: Path, capsys:
     assert code == 0
     assert f"{N} frames" in capsys.readouterr().out
     assert json.loads((out / "manifest.json").read_text())["complete"] is True
+
+
+def test_competing_faces_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "two.mp4"
+    with VideoWriter(path, fps=25) as w:
+        for f in _portrait_frames(12):
+            w.write(np.ascontiguousarray(np.concatenate([f, f[:, ::-1]], axis=1)))
+    code = main(["preprocess", str(path), "-o", str(tmp_path / "s"), "-q"])
+    assert code == 2
+    assert "several faces compete" in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()

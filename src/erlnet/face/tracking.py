@@ -22,7 +22,12 @@ from erlnet.errors import InputError
 class TrackerConfig:
     """Face tracker settings."""
 
-    max_faces: int = 2  # faces MediaPipe looks for; the one continuing the previous track is kept
+    # Faces the mesh tracks; the one continuing the previous track is kept. More than 1 costs ~4 ms a
+    # frame (the detector then runs on every frame), so competing faces are counted separately below.
+    max_faces: int = 1
+    # Run MediaPipe's face detector every N frames to count faces (0 = never; then n_faces comes
+    # from the mesh and cannot exceed max_faces).
+    count_faces_every: int = 10
     refine_landmarks: bool = True  # True: 478 points (with iris), False: the 468 mesh points only
     min_detection_confidence: float = 0.5  # face detector threshold (when (re)acquiring a face)
     min_tracking_confidence: float = 0.5  # below this the next frame runs the detector again
@@ -38,8 +43,9 @@ class FrameTrack:
     """Result of one frame."""
 
     landmarks: np.ndarray | None  # (478, 3) float32 input-frame pixels ((468, 3) unrefined), None: no face
-    n_faces: int  # number of faces MediaPipe found in the frame
+    n_faces: int  # faces found in the frame (by the detector on counted frames, else by the mesh)
     box: tuple[float, float, float, float] | None  # landmark bounding box (x0, y0, x1, y1), pixels
+    counted: bool = False  # True when the face detector counted the faces of this frame
 
 
 @contextlib.contextmanager
@@ -121,6 +127,14 @@ class FaceTracker:
                 min_tracking_confidence=self.config.min_tracking_confidence,
             )
             self._mesh.process(np.zeros((64, 64, 3), dtype=np.uint8))
+            self._detector: Any = None
+            if self.config.count_faces_every > 0:
+                from mediapipe.python.solutions import face_detection
+
+                self._detector = face_detection.FaceDetection(
+                    model_selection=1, min_detection_confidence=self.config.min_detection_confidence
+                )
+                self._detector.process(np.zeros((64, 64, 3), dtype=np.uint8))
         self._previous: np.ndarray | None = None
         self._frames_seen = 0  # some set-up logs only come with the first face
 
@@ -135,6 +149,9 @@ class FaceTracker:
         if self._mesh is not None:
             self._mesh.close()
             self._mesh = None
+        if self._detector is not None:
+            self._detector.close()
+            self._detector = None
 
     def reset(self) -> None:
         """Forget the previous face (call between unrelated clips when re-using the tracker)."""
@@ -149,15 +166,17 @@ class FaceTracker:
             raise InputError(f"expected an RGB uint8 frame (H, W, 3), got {frame.dtype} {frame.shape}")
         h, w = frame.shape[:2]
         small = np.ascontiguousarray(_resize_longer_side(frame, self.config.max_side))
+        counted = self._detector is not None and self._frames_seen % self.config.count_faces_every == 0
         with _stderr_silenced(self.config.quiet and self._frames_seen < 3):
             result = self._mesh.process(small)
+            detected = len(self._detector.process(small).detections or []) if counted else 0
         self._frames_seen += 1
 
         found = result.multi_face_landmarks or []
         if not found:
             if not self.config.static_image:
                 self._previous = None
-            return FrameTrack(landmarks=None, n_faces=0, box=None)
+            return FrameTrack(landmarks=None, n_faces=detected, box=None, counted=counted)
         # Normalised [0,1] coordinates -> input pixels; z shares x's scale (MediaPipe convention).
         scale = np.array([w, h, w], dtype=np.float32)
         faces = [
@@ -166,7 +185,8 @@ class FaceTracker:
         lms = _pick_face(faces, None if self.config.static_image else self._previous)
         if not self.config.static_image:
             self._previous = lms
-        return FrameTrack(landmarks=lms, n_faces=len(faces), box=_box(lms))
+        n_faces = max(detected, len(faces)) if counted else len(faces)
+        return FrameTrack(landmarks=lms, n_faces=n_faces, box=_box(lms), counted=counted)
 
 
 def track_frames(

@@ -9,6 +9,8 @@ import hashlib
 import logging
 import math
 import os
+import queue
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -89,14 +91,61 @@ def probe(path: str | Path) -> VideoInfo:
         )
 
 
-def iter_frames(path: str | Path, fps: float = 25.0) -> Iterator[np.ndarray]:
+def iter_frames(path: str | Path, fps: float = 25.0, prefetch: int = 4) -> Iterator[np.ndarray]:
     """Decode a video as RGB frames resampled to a constant `fps`, one at a time.
 
     Output frame i shows the source frame nearest to time i / fps (like ffmpeg's fps filter), so a
     30 fps source drops frames and a 15 fps source repeats them. Yields `(H, W, 3) uint8` arrays.
-    Raises `InputError` when the file cannot be decoded or holds no frame.
+    With `prefetch` > 0, decoding runs in a background thread up to that many frames ahead (PyAV
+    releases the GIL), so it overlaps with the consumer's work. Raises `InputError` when the file
+    cannot be decoded or holds no frame.
     """
-    path = Path(path)
+    frames = _decode_frames(Path(path), fps)
+    return _prefetched(frames, prefetch) if prefetch > 0 else frames
+
+
+_DONE = object()
+
+
+def _prefetched(items: Iterator[np.ndarray], depth: int) -> Iterator[np.ndarray]:
+    """Run `items` in a daemon thread, `depth` items ahead; errors are re-raised in the consumer."""
+    q: queue.Queue[object] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        q.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(_DONE)
+        except BaseException as exc:  # handed to the consumer, which raises it
+            q.put(exc)
+        finally:
+            if stop.is_set() and hasattr(items, "close"):
+                items.close()
+
+    worker = threading.Thread(target=produce, name="erlnet-decode", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item = q.get()
+            if item is _DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item  # type: ignore[misc]
+    finally:
+        stop.set()
+        worker.join(timeout=5)
+
+
+def _decode_frames(path: Path, fps: float) -> Iterator[np.ndarray]:
     step = 1.0 / fps
     container = _open(path)
     try:

@@ -123,13 +123,14 @@ def tool_versions() -> dict[str, str]:
 def _track(ctx: _Context) -> dict[str, Any]:
     cfg = ctx.config
     n_est = ctx.info.n_frames_at(cfg.fps) or None
-    lms, valid, n_faces = [], [], []
+    lms, valid, n_faces, counted = [], [], [], []
     with FaceTracker(cfg.tracker) as tracker:
         for frame in progress(iter_frames(ctx.video, cfg.fps), total=n_est, desc="track", enabled=ctx.show_progress):
             tr = tracker.process(frame)
             lms.append(tr.landmarks if tr.landmarks is not None else np.full((478, 3), np.nan, np.float32))
             valid.append(tr.landmarks is not None)
             n_faces.append(tr.n_faces)
+            counted.append(tr.counted)
     valid_a = np.asarray(valid, bool)
     faces_a = np.asarray(n_faces, np.int16)
     n = len(valid_a)
@@ -139,7 +140,9 @@ def _track(ctx: _Context) -> dict[str, Any]:
             f"{ctx.video}: no face found in {n - int(valid_a.sum())} of {n} frames; "
             "erlnet needs a video of one person facing the camera"
         )
-    multi = float((faces_a > 1).mean())
+    counted_a = np.asarray(counted, bool)
+    counted_a = counted_a if counted_a.any() else np.ones_like(counted_a)  # counter off: the mesh's counts
+    multi = float((faces_a[counted_a] > 1).mean())
     if multi > cfg.max_multi_face:
         raise InputError(
             f"{ctx.video}: several faces compete in {multi:.0%} of frames; crop the video to one person"
