@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import tyro
 
@@ -71,7 +71,7 @@ def _synth_entry() -> Callable[..., None]:
         """Generate a synthetic talking subject with exact ground truth (video.mp4, truth.npz)."""
         show = log_flags.apply()
         result = generate(config, output, progress=show)
-        print(f"synthetic subject written to {output}: {result.video_path.name} + {result.truth_path.name}")
+        print(f"synthetic subject written to {output}: {result.video.name} + {result.truth.name}")
 
     return run
 
@@ -87,10 +87,235 @@ def _demo_entry() -> Callable[..., None]:
     return run
 
 
+def _train_avatar_entry() -> Callable[..., None]:
+    # Lightning and the renderer are imported only when this command runs.
+    from erlnet.render.dbf import DBFConfig
+    from erlnet.render.losses import RenderLoss
+    from erlnet.train.avatar import OptimConfig, PhaseConfig
+    from erlnet.train.data import DataConfig
+    from erlnet.train.trainer import TrainerConfig
+
+    def run(
+        subject: Annotated[Path, tyro.conf.Positional, tyro.conf.arg(metavar="SUBJECT_DIR", help="preprocessed subject directory")],
+        output: Annotated[Path, tyro.conf.arg(aliases=["-o"], help="avatar directory (bundle, checkpoints, previews, logs)")],
+        resume: bool = False,  # continue from AVATAR_DIR/checkpoints/last.ckpt up to --max-steps
+        trainer: Annotated[TrainerConfig, Flat] = TrainerConfig(),  # noqa: B008
+        data: DataConfig = DataConfig(),  # noqa: B008
+        renderer: DBFConfig = DBFConfig(),  # noqa: B008
+        loss: RenderLoss = RenderLoss(),  # noqa: B008
+        optim: OptimConfig = OptimConfig(),  # noqa: B008
+        phases: PhaseConfig = PhaseConfig(),  # noqa: B008
+        log_flags: Annotated[Verbosity, Flat] = Verbosity(),
+    ) -> None:
+        """Train a person-specific avatar (DBF-NeRF renderer) on a preprocessed subject.
+
+        Multi-GPU: --strategy ddp --devices 4. Ctrl-C saves a checkpoint and exports the avatar;
+        --resume continues. Previews (prediction | truth | error | head/torso alpha) go to AVATAR_DIR/previews.
+        """
+        from erlnet.train.trainer import AvatarTrainConfig, train_avatar
+
+        show = log_flags.apply()
+        cfg = AvatarTrainConfig(trainer=trainer, data=data, renderer=renderer, loss=loss, optim=optim, phases=phases)
+        try:
+            result = train_avatar(subject, output, cfg, resume=resume, progress=show)
+        except KeyboardInterrupt:
+            log.warning("continue training with the same command and --resume")
+            raise
+        psnr = result.metrics.get("val/psnr", result.metrics.get("train/psnr"))
+        print(f"avatar written to {output}: {result.steps} steps"
+              + (f", PSNR {psnr:.2f} dB" if psnr is not None else ""))
+
+    return run
+
+
+def _render_entry() -> Callable[..., None]:
+    def run(
+        avatar: Annotated[Path, tyro.conf.Positional, tyro.conf.arg(metavar="AVATAR_DIR", help="trained avatar directory")],
+        motion: Path,  # motion file (.npz from `erlnet export-motion` or the motion model)
+        output: Out,
+        audio: Path | None = None,  # audio or video file whose sound is muxed into the result
+        batch_size: int = 4,  # frames rendered at once (memory vs speed)
+        device: str = "auto",  # "auto" (CUDA when present, else CPU), "cpu", "cuda", "cuda:1", ...
+        log_flags: Annotated[Verbosity, Flat] = Verbosity(),
+    ) -> None:
+        """Render a motion sequence with a trained avatar into an mp4 (with audio)."""
+        from erlnet.inference.render_video import render_motion
+        from erlnet.render.avatar import load_avatar
+        from erlnet.types import Motion
+
+        show = log_flags.apply()
+        av = load_avatar(avatar, device=None if device == "auto" else device)
+        m = Motion.load(motion)
+        render_motion(av, m, output, audio=audio, batch_size=batch_size, progress=show)
+        print(f"video written to {output}: {len(m)} frames at {round(m.fps)} fps")
+
+    return run
+
+
+def _export_motion_entry() -> Callable[..., None]:
+    def run(
+        subject: Annotated[Path, tyro.conf.Positional, tyro.conf.arg(metavar="SUBJECT_DIR", help="preprocessed subject directory")],
+        output: Out,
+        split: Literal["all", "train", "val", "test"] = "all",  # which frames of the subject
+        log_flags: Annotated[Verbosity, Flat] = Verbosity(),
+    ) -> None:
+        """Write the tracked motion of a subject as a motion file (drive an avatar with its own motion)."""
+        from erlnet.inference.render_video import motion_from_subject
+        from erlnet.io.subject import Subject
+
+        log_flags.apply()
+        m = motion_from_subject(Subject(subject), split)
+        m.save(output)
+        print(f"motion written to {output}: {len(m)} frames, {m.expression.shape[1]} {m.representation} values per frame")
+
+    return run
+
+
+def _corpus_entry() -> Callable[..., None]:
+    from erlnet.motion.corpus import CorpusConfig
+
+    def run(
+        clips: Annotated[tuple[str, ...], tyro.conf.Positional, tyro.conf.arg(
+            metavar="CLIPS", help="video files, folders of videos, synthetic subjects; NAME=PATH names the source")] = (),
+        output: Out = Path("out/corpus"),
+        synth_per_style: Annotated[int, tyro.conf.arg(
+            help="also generate this many synthetic clips per style (into OUTPUT/synth)")] = 0,
+        synth_seconds: Annotated[float, tyro.conf.arg(help="length of each synthetic clip, seconds")] = 6.0,
+        config: Annotated[CorpusConfig, Flat] = CorpusConfig(),  # noqa: B008
+        log_flags: Annotated[Verbosity, Flat] = Verbosity(),
+    ) -> None:
+        """Build (or extend, resumably) a motion corpus from talking clips: tracking-only preprocessing,
+        then compact per-clip motion + audio arrays, speakers, emotion labels and held-out clips."""
+        from erlnet.errors import InputError
+        from erlnet.motion.corpus import Corpus, build_corpus, corpus_summary, make_synth_clips
+        from erlnet.synth import STYLES
+
+        show = log_flags.apply()
+        paths: list[str | Path] = list(clips)
+        if synth_per_style > 0:
+            made = make_synth_clips(output / "synth", list(STYLES), synth_per_style, synth_seconds, config.size,
+                                    show_progress=show)
+            paths += [f"synth={p}" for p in made]
+        if not paths:
+            raise InputError("give clips (files or folders) and/or --synth-per-style N")
+        report = build_corpus(paths, output, config, show_progress=show)
+        for f in report.failed:
+            log.warning("left out %s: %s", f["video"], f["reason"])
+        s = corpus_summary(Corpus(output))
+        print(f"corpus written to {output}: {s['clips']} clips ({s['minutes']} min, {s['speakers']} speakers), "
+              f"{s['heldout']} held out, {len(report.added)} added, {len(report.skipped)} up to date, "
+              f"{len(report.failed)} failed")
+
+    return run
+
+
+def _train_motion_entry() -> Callable[..., None]:
+    from erlnet.motion.config import ADFConfig, RegressorConfig
+    from erlnet.train.motion import MotionDataConfig, MotionOptimConfig, MotionTrainConfig
+    from erlnet.train.trainer import TrainerConfig
+
+    defaults = MotionTrainConfig()
+
+    def run(
+        corpus: Annotated[Path, tyro.conf.Positional, tyro.conf.arg(metavar="CORPUS", help="motion corpus directory")],
+        output: Annotated[Path, tyro.conf.arg(aliases=["-o"], help="motion-model directory (bundle, checkpoints, logs)")],
+        resume: Annotated[bool, tyro.conf.arg(help="continue the unfinished phase from its last.ckpt")] = False,
+        stage1_steps: Annotated[int, tyro.conf.arg(help="optimisation steps of the VQ-VAEs")] = defaults.stage1_steps,
+        stage2_steps: Annotated[int, tyro.conf.arg(
+            help="optimisation steps of the style encoders and code decoders")] = defaults.stage2_steps,
+        regressor_steps: Annotated[int, tyro.conf.arg(
+            help="optimisation steps of the no-VQ baseline (0 = none)")] = defaults.regressor_steps,
+        trainer: Annotated[TrainerConfig, Flat] = defaults.trainer,
+        data: MotionDataConfig = defaults.data,
+        optim: MotionOptimConfig = defaults.optim,
+        model: ADFConfig = defaults.model,
+        regressor: RegressorConfig = defaults.regressor,
+        log_flags: Annotated[Verbosity, Flat] = Verbosity(),
+    ) -> None:
+        """Train the ADF motion model (stage 1 VQ-VAEs, then stage 2) and the regressor baseline.
+
+        Multi-GPU: --strategy ddp --devices 4. Ctrl-C saves a checkpoint and exports the bundle; --resume continues.
+        Phases run for --stage1-steps, --stage2-steps and --regressor-steps (--max-steps is not used).
+        """
+        from erlnet.train.motion import train_motion
+
+        show = log_flags.apply()
+        cfg = MotionTrainConfig(stage1_steps=stage1_steps, stage2_steps=stage2_steps, regressor_steps=regressor_steps,
+                                trainer=trainer, data=data, optim=optim, model=model, regressor=regressor)
+        try:
+            result = train_motion(corpus, output, cfg, resume=resume, progress=show)
+        except KeyboardInterrupt:
+            log.warning("continue training with the same command and --resume")
+            raise
+        done = ", ".join(f"{k} {v}" for k, v in result.stages.items())
+        print(f"motion model written to {output}: steps {done}")
+
+    return run
+
+
+def _animate_entry() -> Callable[..., None]:
+    from erlnet.inference.animate import AnimateConfig
+
+    def run(
+        audio: Annotated[Path, tyro.conf.arg(help="speech (wav, mp3, flac or a video with sound)")],
+        style: Annotated[Path, tyro.conf.arg(
+            help="style clip: a video of someone talking, or a preprocessed subject directory")],
+        model: Annotated[Path, tyro.conf.arg(help="motion-model directory (from `erlnet train-motion`)")],
+        output: Annotated[Path, tyro.conf.arg(aliases=["-o"], help="motion file to write (.npz)")],
+        subject: Annotated[Path | None, tyro.conf.arg(
+            help="preprocessed subject to retarget the head pose onto (its mean pose)")] = None,
+        style_cache: Annotated[Path | None, tyro.conf.arg(
+            help="keep the tracking of a style video in this directory (reused next time)")] = None,
+        config: Annotated[AnimateConfig, Flat] = AnimateConfig(),  # noqa: B008
+        log_flags: Annotated[Verbosity, Flat] = Verbosity(),
+    ) -> None:
+        """Generate motion (expression, blink, head pose; one frame per 40 ms) for speech in a clip's style."""
+        from erlnet.inference.animate import animate
+
+        log_flags.apply()
+        motion = animate(audio, style, model, subject=subject, config=config, style_cache=style_cache)
+        motion.save(output)
+        print(f"motion written to {output}: {len(motion)} frames ({len(motion) / motion.fps:.2f} s at "
+              f"{motion.fps:g} fps)")
+
+    return run
+
+
+def _eval_motion_entry() -> Callable[..., None]:
+    from erlnet.eval.motion import EvalConfig
+
+    def run(
+        model: Annotated[Path, tyro.conf.arg(help="motion-model directory")],
+        corpus: Annotated[Path, tyro.conf.arg(help="motion corpus whose held-out clips are scored")],
+        output: Annotated[Path | None, tyro.conf.arg(
+            aliases=["-o"], help="JSON report (default: MODEL/eval-motion.json)")] = None,
+        config: Annotated[EvalConfig, Flat] = EvalConfig(),  # noqa: B008
+        log_flags: Annotated[Verbosity, Flat] = Verbosity(),
+    ) -> None:
+        """Score a motion model and two baselines (mean motion, no-VQ regressor) on held-out clips:
+        mouth LMD, audio-visual sync and offset, head-pose statistics, style (emotion) accuracy."""
+        from erlnet.eval.motion import evaluate_motion, format_report, write_report
+
+        show = log_flags.apply()
+        result = evaluate_motion(model, corpus, config, show_progress=show)
+        print(format_report(result))
+        path = write_report(result, output or model / "eval-motion.json")
+        print(f"json: {path}")
+
+    return run
+
+
 COMMANDS: dict[str, Callable[[], Callable[..., None]]] = {
     "preprocess": _preprocess_entry,
     "synth": _synth_entry,
     "demo": _demo_entry,
+    "corpus": _corpus_entry,
+    "train-motion": _train_motion_entry,
+    "animate": _animate_entry,
+    "eval-motion": _eval_motion_entry,
+    "train-avatar": _train_avatar_entry,
+    "render": _render_entry,
+    "export-motion": _export_motion_entry,
 }
 
 

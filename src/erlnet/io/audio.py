@@ -94,6 +94,7 @@ def save_wav(path: str | os.PathLike[str], wav: np.ndarray, sr: int = DEFAULT_SR
             w.setsampwidth(2)
             w.setframerate(sr)
             w.writeframes(pcm.astype("<i2", copy=False).tobytes())
+        os.chmod(tmp, 0o644)  # mkstemp makes owner-only files; a wav is an ordinary output
         os.replace(tmp, p)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
