@@ -14,16 +14,16 @@ from erlnet.face.representation import LandmarkRepresentation, estimate_neutral
 from erlnet.face.smoothing import lag_frames, smooth_landmarks
 from erlnet.face.tracking import track_frames
 
-CLIP = Path(__file__).resolve().parents[3] / "shared" / "data" / "sadtalker" / "WDA_AlexandriaOcasioCortez_000.mp4"
-
 pytestmark = pytest.mark.realdata
 
 
-@pytest.mark.skipif(not CLIP.exists(), reason=f"real data clip not found: {CLIP}")
-def test_real_clip_tracks_smooths_and_poses() -> None:
+def test_real_clip_tracks_smooths_and_poses(shared_data: Path) -> None:
     import av
 
-    with av.open(str(CLIP)) as container:
+    clip = shared_data / "sadtalker" / "WDA_AlexandriaOcasioCortez_000.mp4"
+    if not clip.exists():
+        pytest.skip(f"real data clip not found: {clip}")
+    with av.open(str(clip)) as container:
         frames = []
         for frame in container.decode(video=0):
             frames.append(frame.to_ndarray(format="rgb24"))
