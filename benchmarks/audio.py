@@ -40,10 +40,10 @@ def bench(seconds: float = 300.0, runs: int = 5) -> dict[str, Any]:
             "x_realtime_median": seconds / med, "feature_dim": enc.feature_dim}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--runs", type=int, default=5)
-    res = bench(runs=ap.parse_args().runs)
+    res = bench(runs=ap.parse_args(argv).runs)
     print(table("audio features (MelFormantEncoder)", [
         ("audio", f"{res['audio_seconds']:.0f} s speech-like, feature_dim {res['feature_dim']}"),
         ("encode", f"{res['median_s']:.2f} s median of {res['runs']} = {res['x_realtime_median']:.0f}x real time"),

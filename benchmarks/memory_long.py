@@ -59,10 +59,10 @@ def bench(minutes: float) -> dict[str, Any]:
     return {"minutes": minutes, "resolution": "1920x1080", **out, "fps": out["n_frames"] / out["total_s"]}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--minutes", type=float, default=5.0)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     if not SOURCE.exists():
         print(f"skipped: {SOURCE} not found")
         return

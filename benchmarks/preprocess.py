@@ -61,12 +61,12 @@ def report(res: dict[str, Any]) -> str:
     return table("preprocessing throughput", rows)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--video", type=Path, default=DEFAULT_VIDEO)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--size", type=int, default=512)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     if not args.video.exists():
         print(f"skipped: {args.video} not found")
         return

@@ -85,10 +85,10 @@ def report(res: dict[str, Any]) -> str:
     return table("synthetic subjects", rows)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--runs", type=int, default=3)
-    res = bench(ap.parse_args().runs)
+    res = bench(ap.parse_args(argv).runs)
     print(report(res))
     print(f"json: {write_json('synth', res)}")
 

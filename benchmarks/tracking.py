@@ -105,7 +105,7 @@ def report(res: dict[str, Any]) -> str:
     return table("tracking jitter and mouth lag (512 px crops)", rows)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     res = bench()
     print(report(res))
     print(f"json: {write_json('tracking', res)}")
