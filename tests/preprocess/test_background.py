@@ -7,7 +7,13 @@ import numpy as np
 import pytest
 
 from erlnet.errors import InputError
-from erlnet.preprocess.background import BackgroundPlate, _masked_median, harmonic_fill
+from erlnet.preprocess.background import (
+    BackgroundPlate,
+    _masked_median,
+    _prune_network,
+    _sorting_network,
+    harmonic_fill,
+)
 
 H, W = 72, 96
 BLOCK = (slice(50, 72), slice(36, 60))  # always occluded (a static torso): never background
@@ -165,3 +171,132 @@ def test_bad_inputs_are_reported() -> None:
         plate.add(np.zeros((H, W, 3), np.uint8), np.zeros((H, 1), np.uint8))
     with pytest.raises(InputError, match="n_frames_expected"):
         BackgroundPlate((H, W), n_frames_expected=0)
+
+
+# ---------------------------------------------------------------- fast paths (sorting network, multigrid)
+
+
+@pytest.mark.parametrize("n", range(1, 11))
+def test_sorting_network_sorts_every_binary_input(n: int) -> None:
+    # 0-1 principle: a comparator network that sorts all 2^n binary inputs sorts every input.
+    bits = (np.arange(2**n)[:, None] >> np.arange(n)) & 1  # (2^n, n)
+    planes = [bits[:, i].copy() for i in range(n)]
+    for i, j in _sorting_network(n):
+        assert i < j
+        planes[i], planes[j] = np.minimum(planes[i], planes[j]), np.maximum(planes[i], planes[j])
+    np.testing.assert_array_equal(np.stack(planes, axis=1), np.sort(bits, axis=1))
+
+
+@pytest.mark.parametrize("n", [16, 25, 50, 64])
+def test_pruned_network_gives_the_lower_ranks(n: int) -> None:
+    x = np.random.default_rng(n).integers(0, 256, (n, 500))
+    keep = range(n // 2 + 1)
+    network = _prune_network(_sorting_network(n), keep)
+    assert len(network) < len(_sorting_network(n))
+    planes = list(x.copy())
+    for i, j in network:
+        planes[i], planes[j] = np.minimum(planes[i], planes[j]), np.maximum(planes[i], planes[j])
+    np.testing.assert_array_equal(np.stack(planes)[: n // 2 + 1], np.sort(x, axis=0)[: n // 2 + 1])
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_masked_median_many_samples_with_hole_columns(workers: int) -> None:
+    # 50 samples (the real clip's count); a band of columns that is never valid is skipped, not wrong.
+    rng = np.random.default_rng(7)
+    frames = rng.integers(0, 256, (50, 21, 90, 3), dtype=np.uint8)
+    valid = rng.random((50, 21, 90)) < rng.random((1, 21, 90))  # per-pixel rates 0..1: counts 0..50
+    valid[:, :, 40:75] = False
+    valid[:, 3, 10] = True  # a pixel valid in every sample
+    median, count = _masked_median(frames, valid, rows_per_chunk=4, workers=workers)
+    ref = np.where(valid[..., None], frames.astype(float), np.nan)
+    with np.errstate(all="ignore"), pytest.warns(RuntimeWarning):
+        expected = np.nanmedian(ref, axis=0)
+    ok = count > 0
+    assert ok.mean() > 0.5 and count.max() == 50
+    np.testing.assert_array_equal(median[ok], expected[ok])
+    assert (median[~ok] == 0).all()
+
+
+def _smooth_scene(h: int, w: int, c: int = 3) -> np.ndarray:
+    """Smooth colour gradients plus a sharp edge and texture along it: (h, w, c) float in 0..255."""
+    yy, xx = np.mgrid[0:h, 0:w].astype(float)
+    base = [80 + 60 * np.sin(xx / 37 + k) + 0.3 * yy for k in range(c)]
+    img = np.stack(base, axis=-1)
+    img[: h // 3] += 40.0  # a picture-frame edge the hole cuts through
+    img += np.random.default_rng(0).uniform(-6, 6, img.shape)
+    return np.clip(img, 0, 255)
+
+
+def _person_hole(h: int, w: int) -> np.ndarray:
+    """Head-and-shoulders blob touching the bottom border, ~45% of the frame."""
+    yy, xx = np.mgrid[0:h, 0:w].astype(float)
+    head = ((yy - 0.42 * h) / (0.3 * h)) ** 2 + ((xx - 0.5 * w) / (0.2 * w)) ** 2 < 1
+    body = (yy > 0.65 * h) & (np.abs(xx - 0.5 * w) < 0.38 * w)
+    return head | body
+
+
+def _roughness(image: np.ndarray, hole: np.ndarray) -> float:
+    """Largest |Laplacian| strictly inside the hole (a harmonic fill has ~0 there)."""
+    inner = cv2.erode(hole.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+    lap = cv2.Laplacian(image.astype(np.float32), cv2.CV_32F)
+    return float(np.abs(lap[inner]).max())
+
+
+@pytest.mark.parametrize("shape", [(128, 128), (97, 131)])
+def test_multigrid_fill_matches_exact_solve(shape: tuple[int, int]) -> None:
+    h, w = shape
+    img, hole = _smooth_scene(h, w), _person_hole(h, w)
+    damaged = np.where(hole[..., None], 0.0, img)
+    exact = harmonic_fill(damaged, hole, direct_max_pixels=h * w)  # one sparse LU
+    fast = harmonic_fill(damaged, hole, direct_max_pixels=64)  # 4+ grid levels, default tolerance
+    tight = harmonic_fill(damaged, hole, direct_max_pixels=64, tol=0.01)
+    assert hole.mean() > 0.35
+    np.testing.assert_array_equal(fast[~hole], damaged[~hole])  # known pixels untouched
+    err = np.abs(fast - exact)[hole]
+    assert err.max() < 1.0 and err.mean() < 0.1  # below 8-bit rounding
+    assert np.abs(tight - exact)[hole].max() < 0.02
+    # Smooth: no seams or speckle inside the hole (the exact fill's own local variation, no more).
+    assert _roughness(fast, hole) < _roughness(exact, hole) + 1.0
+
+
+def test_multigrid_fill_reproduces_ramp_in_large_hole() -> None:
+    # A linear ramp is discrete-harmonic: the fill of a hole covering most of the image must return it.
+    yy, xx = np.mgrid[0:150, 0:170].astype(float)
+    ramp = 20.0 + 1.1 * xx + 0.6 * yy
+    hole = np.zeros(ramp.shape, bool)
+    hole[6:144, 5:160] = True  # 87% of the image, away from the (reflecting) borders
+    damaged = np.where(hole, 0.0, ramp)
+    filled = harmonic_fill(damaged, hole)  # 2-D input, default settings: multigrid path
+    assert filled.shape == ramp.shape and hole.sum() > 4096
+    assert np.abs(filled - ramp).max() < 0.5
+    filled5 = harmonic_fill(np.repeat(damaged[..., None], 5, axis=-1), hole, tol=0.05)  # > 4 channels
+    assert np.abs(filled5 - ramp[..., None]).max() < 0.05
+
+
+def test_thin_holes_use_a_single_grid() -> None:
+    # 1 px wide scratches have no 2x2 hole block to coarsen into: solved directly, still exact.
+    img = _smooth_scene(64, 80)
+    hole = np.zeros((64, 80), bool)
+    hole[::3] = True
+    hole[:, ::4] = True
+    exact = harmonic_fill(img, hole, direct_max_pixels=hole.size)
+    np.testing.assert_allclose(harmonic_fill(img, hole, direct_max_pixels=16), exact, atol=1e-3)
+
+
+def test_plate_with_large_hole_is_filled_smoothly() -> None:
+    # End to end through the multigrid path: a static person covering ~45% of a 128x128 clip.
+    h = w = 128
+    bg = _smooth_scene(h, w).astype(np.uint8)
+    person = _person_hole(h, w)
+    plate = BackgroundPlate((h, w), n_frames_expected=8, dilate_px=0)
+    rng = np.random.default_rng(2)
+    for _ in range(8):
+        frame = bg.copy()
+        frame[person] = rng.integers(0, 256, 3, dtype=np.uint8)
+        plate.add(frame, person.astype(np.uint8))
+    image, hole = plate.result()
+    np.testing.assert_array_equal(hole, person)
+    np.testing.assert_array_equal(image[~hole], bg[~hole])
+    exact = harmonic_fill(bg.astype(float), hole, direct_max_pixels=hole.size)
+    assert np.abs(image.astype(float) - exact)[hole].max() <= 1.5  # 1.0 tolerance + uint8 rounding
+    assert image[hole].min() > 20  # no black holes
