@@ -98,7 +98,7 @@ def _train_avatar_entry() -> Callable[..., None]:
     def run(
         subject: Annotated[Path, tyro.conf.Positional, tyro.conf.arg(metavar="SUBJECT_DIR", help="preprocessed subject directory")],
         output: Annotated[Path, tyro.conf.arg(aliases=["-o"], help="avatar directory (bundle, checkpoints, previews, logs)")],
-        resume: bool = False,  # continue from AVATAR_DIR/checkpoints/last.ckpt up to --max-steps
+        resume: Annotated[bool, tyro.conf.arg(help="continue from AVATAR_DIR/checkpoints/last.ckpt up to --max-steps")] = False,
         trainer: Annotated[TrainerConfig, Flat] = TrainerConfig(),  # noqa: B008
         data: DataConfig = DataConfig(),  # noqa: B008
         renderer: DBFConfig = DBFConfig(),  # noqa: B008
@@ -115,6 +115,8 @@ def _train_avatar_entry() -> Callable[..., None]:
         from erlnet.train.trainer import AvatarTrainConfig, train_avatar
 
         show = log_flags.apply()
+        if not log_flags.verbose:  # Lightning's start-up chatter (accelerator list, tips)
+            logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
         cfg = AvatarTrainConfig(trainer=trainer, data=data, renderer=renderer, loss=loss, optim=optim, phases=phases)
         try:
             result = train_avatar(subject, output, cfg, resume=resume, progress=show)
@@ -122,8 +124,9 @@ def _train_avatar_entry() -> Callable[..., None]:
             log.warning("continue training with the same command and --resume")
             raise
         psnr = result.metrics.get("val/psnr", result.metrics.get("train/psnr"))
-        print(f"avatar written to {output}: {result.steps} steps"
-              + (f", PSNR {psnr:.2f} dB" if psnr is not None else ""))
+        if result.main_process:
+            print(f"avatar written to {output}: {result.steps} steps"
+                  + (f", PSNR {psnr:.2f} dB" if psnr is not None else ""))
 
     return run
 
@@ -131,11 +134,11 @@ def _train_avatar_entry() -> Callable[..., None]:
 def _render_entry() -> Callable[..., None]:
     def run(
         avatar: Annotated[Path, tyro.conf.Positional, tyro.conf.arg(metavar="AVATAR_DIR", help="trained avatar directory")],
-        motion: Path,  # motion file (.npz from `erlnet export-motion` or the motion model)
-        output: Out,
-        audio: Path | None = None,  # audio or video file whose sound is muxed into the result
-        batch_size: int = 4,  # frames rendered at once (memory vs speed)
-        device: str = "auto",  # "auto" (CUDA when present, else CPU), "cpu", "cuda", "cuda:1", ...
+        motion: Annotated[Path, tyro.conf.arg(help="motion file (.npz from `erlnet export-motion` or the motion model)")],
+        output: Annotated[Path, tyro.conf.arg(aliases=["-o"], help="output video (.mp4)")],
+        audio: Annotated[Path | None, tyro.conf.arg(help="audio or video file whose sound is muxed into the video")] = None,
+        batch_size: Annotated[int, tyro.conf.arg(help="frames rendered at once (memory vs speed)")] = 4,
+        device: Annotated[str, tyro.conf.arg(help='"auto" (CUDA when present, else CPU), "cpu", "cuda:1", ...')] = "auto",
         log_flags: Annotated[Verbosity, Flat] = Verbosity(),
     ) -> None:
         """Render a motion sequence with a trained avatar into an mp4 (with audio)."""
@@ -155,8 +158,8 @@ def _render_entry() -> Callable[..., None]:
 def _export_motion_entry() -> Callable[..., None]:
     def run(
         subject: Annotated[Path, tyro.conf.Positional, tyro.conf.arg(metavar="SUBJECT_DIR", help="preprocessed subject directory")],
-        output: Out,
-        split: Literal["all", "train", "val", "test"] = "all",  # which frames of the subject
+        output: Annotated[Path, tyro.conf.arg(aliases=["-o"], help="output motion file (.npz)")],
+        split: Annotated[Literal["all", "train", "val", "test"], tyro.conf.arg(help="which frames of the subject")] = "all",
         log_flags: Annotated[Verbosity, Flat] = Verbosity(),
     ) -> None:
         """Write the tracked motion of a subject as a motion file (drive an avatar with its own motion)."""
@@ -175,9 +178,9 @@ def _corpus_entry() -> Callable[..., None]:
     from erlnet.motion.corpus import CorpusConfig
 
     def run(
+        output: Annotated[Path, tyro.conf.arg(aliases=["-o"], help="corpus directory (created, or extended)")],
         clips: Annotated[tuple[str, ...], tyro.conf.Positional, tyro.conf.arg(
             metavar="CLIPS", help="video files, folders of videos, synthetic subjects; NAME=PATH names the source")] = (),
-        output: Out = Path("out/corpus"),
         synth_per_style: Annotated[int, tyro.conf.arg(
             help="also generate this many synthetic clips per style (into OUTPUT/synth)")] = 0,
         synth_seconds: Annotated[float, tyro.conf.arg(help="length of each synthetic clip, seconds")] = 6.0,
@@ -225,6 +228,8 @@ def _train_motion_entry() -> Callable[..., None]:
             help="optimisation steps of the style encoders and code decoders")] = defaults.stage2_steps,
         regressor_steps: Annotated[int, tyro.conf.arg(
             help="optimisation steps of the no-VQ baseline (0 = none)")] = defaults.regressor_steps,
+        cpu_threads: Annotated[int, tyro.conf.arg(
+            help="torch CPU threads (0 = torch's default; 1 is much faster on a shared, busy CPU)")] = 0,
         trainer: Annotated[TrainerConfig, Flat] = defaults.trainer,
         data: MotionDataConfig = defaults.data,
         optim: MotionOptimConfig = defaults.optim,
@@ -241,7 +246,8 @@ def _train_motion_entry() -> Callable[..., None]:
 
         show = log_flags.apply()
         cfg = MotionTrainConfig(stage1_steps=stage1_steps, stage2_steps=stage2_steps, regressor_steps=regressor_steps,
-                                trainer=trainer, data=data, optim=optim, model=model, regressor=regressor)
+                                cpu_threads=cpu_threads, trainer=trainer, data=data, optim=optim, model=model,
+                                regressor=regressor)
         try:
             result = train_motion(corpus, output, cfg, resume=resume, progress=show)
         except KeyboardInterrupt:
