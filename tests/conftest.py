@@ -39,3 +39,14 @@ def tiny_video(tmp_path: Path):
         return path
 
     return make
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op torch thread: tiny ops are dominated by thread hand-offs on a shared 2-core machine."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -28,12 +28,6 @@ D, A, FPS = 12, 8, 25
 MOUTH = np.arange(6)  # toy: the first two "points" are the mouth
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def toy_clip(n: int, seed: int) -> dict:

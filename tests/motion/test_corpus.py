@@ -25,20 +25,10 @@ from erlnet.motion.corpus import (
     rereference,
     toy_corpus,
 )
+from media import portrait_frames
 
 N = 16
 
-
-def _portrait_frames(n: int) -> list[np.ndarray]:
-    """Head-and-shoulders crops of the astronaut photo drifting a few pixels (a face in every frame)."""
-    from skimage import data
-
-    img = data.astronaut()
-    out = []
-    for i in range(n):
-        dx, dy = int(round(3 * np.sin(i / 3))), int(round(2 * np.cos(i / 4)))
-        out.append(np.ascontiguousarray(img[10 + dy : 266 + dy, 110 + dx : 366 + dx]))
-    return out
 
 
 def _speech(seconds: float) -> np.ndarray:
@@ -51,7 +41,7 @@ def _write_video(path: Path, audio: bool) -> Path:
 
     path.parent.mkdir(parents=True, exist_ok=True)
     with VideoWriter(path, fps=25, audio=_speech(N / 25) if audio else None) as w:
-        for f in _portrait_frames(N):
+        for f in portrait_frames(N):
             w.write(f)
     return path
 

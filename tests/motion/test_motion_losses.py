@@ -11,14 +11,6 @@ from erlnet.motion.config import ContrastConfig
 from erlnet.motion.losses import SpeechContrast, code_cross_entropy, info_nce, masked_mse, velocity_mse
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_masked_mse_ignores_invalid_frames():
     target = torch.zeros(2, 6, 3)
     pred = torch.ones(2, 6, 3)

@@ -5,20 +5,11 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import pytest
 import torch
 from scipy.spatial.transform import Rotation
 
 from erlnet.motion.config import StyleConfig
 from erlnet.motion.style import POSE_STYLE_DIM, StyleEncoder, crop_center, pose_style_features
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def tiny_style(**kw) -> StyleConfig:

@@ -10,16 +10,6 @@ import torch
 from erlnet.motion.config import VQConfig
 from erlnet.motion.vqvae import Block, EMAQuantizer, SequenceVQVAE
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny ops are much faster single-threaded on a shared 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 _MIX = torch.randn(2, 6, generator=torch.Generator().manual_seed(5))
 
 

@@ -15,21 +15,11 @@ from erlnet.io.subject import Manifest, Subject
 from erlnet.io.video import VideoWriter
 from erlnet.preprocess import pipeline
 from erlnet.preprocess.pipeline import PreprocessConfig, run_preprocess
+from media import portrait_frames
 
 N = 16
 CFG = PreprocessConfig(size=128)
 
-
-def _portrait_frames(n: int) -> list[np.ndarray]:
-    """Head-and-shoulders crops of the astronaut photo that drift a few pixels (a face in every frame)."""
-    from skimage import data
-
-    img = data.astronaut()
-    out = []
-    for i in range(n):
-        dx, dy = int(round(3 * np.sin(i / 3))), int(round(2 * np.cos(i / 4)))
-        out.append(np.ascontiguousarray(img[10 + dy : 266 + dy, 110 + dx : 366 + dx]))
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +28,7 @@ def face_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
     t = np.arange(int(N / 25 * 16000)) / 16000
     wav = (0.2 * np.sin(2 * np.pi * 180 * t) * (np.sin(2 * np.pi * 3 * t) > 0)).astype(np.float32)
     with VideoWriter(path, fps=25, audio=wav) as w:
-        for f in _portrait_frames(N):
+        for f in portrait_frames(N):
             w.write(f)
     return path
 
@@ -110,7 +100,7 @@ def test_interrupted_run_never_looks_complete_and_resumes(
 def test_video_without_audio_is_allowed(tmp_path: Path) -> None:
     path = tmp_path / "mute.mp4"
     with VideoWriter(path, fps=25) as w:
-        for f in _portrait_frames(8):
+        for f in portrait_frames(8):
             w.write(f)
     run_preprocess(path, tmp_path / "s", CFG, show_progress=False)
     s = Subject(tmp_path / "s")
@@ -170,7 +160,7 @@ def test_cli_preprocess_prints_summary(face_video: Path, tmp_path: Path, capsys:
 def test_competing_faces_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "two.mp4"
     with VideoWriter(path, fps=25) as w:
-        for f in _portrait_frames(12):
+        for f in portrait_frames(12):
             w.write(np.ascontiguousarray(np.concatenate([f, f[:, ::-1]], axis=1)))
     code = main(["preprocess", str(path), "-o", str(tmp_path / "s"), "-q"])
     assert code == 2

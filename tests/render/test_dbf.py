@@ -12,16 +12,6 @@ from erlnet.render.base import RenderCondition
 from erlnet.render.dbf import DBFConfig, DBFRenderer
 from erlnet.render.losses import RenderLoss
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: these tiny ops are dominated by thread hand-offs on a shared machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 TINY = dict(
     feature_scale=2,
     feature_dim=8,

@@ -17,15 +17,6 @@ from erlnet.render.losses import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: these tiny ops are dominated by thread hand-offs on a shared machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _img(seed: int, size: int = 32) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     base = torch.nn.functional.interpolate(torch.rand(2, 3, size // 4, size // 4, generator=g), size=(size, size), mode="bilinear")

@@ -7,20 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from media import portrait_frames
+
 N_FRAMES = 24
 SIZE = 128
 
-
-def _portrait_frames(n: int) -> list[np.ndarray]:
-    """Head-and-shoulders crops of the astronaut photo that drift a few pixels (a face in every frame)."""
-    from skimage import data
-
-    img = data.astronaut()
-    out = []
-    for i in range(n):
-        dx, dy = int(round(3 * np.sin(i / 3))), int(round(2 * np.cos(i / 4)))
-        out.append(np.ascontiguousarray(img[10 + dy : 266 + dy, 110 + dx : 366 + dx]))
-    return out
 
 
 @pytest.fixture(scope="session")
@@ -34,7 +25,7 @@ def tiny_subject(tmp_path_factory: pytest.TempPathFactory) -> Path:
     t = np.arange(int(N_FRAMES / 25 * 16000)) / 16000
     wav = (0.2 * np.sin(2 * np.pi * 180 * t)).astype(np.float32)
     with VideoWriter(video, fps=25, audio=wav) as w:
-        for f in _portrait_frames(N_FRAMES):
+        for f in portrait_frames(N_FRAMES):
             w.write(f)
     root = base / "subject"
     run_preprocess(video, root, PreprocessConfig(size=SIZE), show_progress=False)
