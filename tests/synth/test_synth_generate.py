@@ -28,7 +28,7 @@ def test_generate_writes_video_audio_truth_and_config(tmp_path: Path, capsys: py
     res = generate(SynthConfig(**FAST, seed=3), tmp_path / "clip", progress=True)
     assert "frame" in capsys.readouterr().err  # the tqdm bar
     assert res.n_frames == 25 and res.speech_source == "builtin" and res.render_fps > 0
-    assert res.video_path == res.video == tmp_path / "clip" / "video.mp4" and res.truth_path == res.truth
+    assert res.video == tmp_path / "clip" / "video.mp4" and res.truth == tmp_path / "clip" / "truth.npz"
     with av.open(str(res.video)) as c:
         v = c.streams.video[0]
         assert (v.codec_context.width, v.codec_context.height) == (128, 128)

@@ -107,23 +107,6 @@ class SynthResult:
     speech_source: str
     render_fps: float  # frames rendered and encoded per second of wall time
 
-    # the same paths under longer names
-    @property
-    def video_path(self) -> Path:
-        return self.video
-
-    @property
-    def audio_path(self) -> Path:
-        return self.audio
-
-    @property
-    def truth_path(self) -> Path:
-        return self.truth
-
-    @property
-    def config_path(self) -> Path:
-        return self.config
-
 
 @dataclass(frozen=True)
 class Script:
