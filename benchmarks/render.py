@@ -73,7 +73,8 @@ from benchmarks.render import evaluate
 from erlnet.render.dbf import DBFConfig
 from erlnet.train.avatar import PhaseConfig
 from erlnet.train.data import DataConfig
-from erlnet.train.trainer import AvatarTrainConfig, TrainerConfig, train_avatar
+from erlnet.train.fit_avatar import AvatarTrainConfig, train_avatar
+from erlnet.train.trainer import TrainerConfig
 subject, out, fusion, minutes, size, steps, eval_frames = sys.argv[1:8]
 cfg = AvatarTrainConfig(
     trainer=TrainerConfig(max_steps=int(steps), max_minutes=float(minutes), log_every=50, preview_every=0,

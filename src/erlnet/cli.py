@@ -112,7 +112,7 @@ def _train_avatar_entry() -> Callable[..., None]:
         Multi-GPU: --strategy ddp --devices 4. Ctrl-C saves a checkpoint and exports the avatar;
         --resume continues. Previews (prediction | truth | error | head/torso alpha) go to AVATAR_DIR/previews.
         """
-        from erlnet.train.trainer import AvatarTrainConfig, train_avatar
+        from erlnet.train.fit_avatar import AvatarTrainConfig, train_avatar
 
         show = log_flags.apply()
         if not log_flags.verbose:  # Lightning's start-up chatter (accelerator list, tips)

@@ -45,7 +45,8 @@ def tiny_config():
     from erlnet.render.dbf import DBFConfig
     from erlnet.train.avatar import OptimConfig, PhaseConfig
     from erlnet.train.data import DataConfig
-    from erlnet.train.trainer import AvatarTrainConfig, TrainerConfig
+    from erlnet.train.fit_avatar import AvatarTrainConfig
+    from erlnet.train.trainer import TrainerConfig
 
     def make(max_steps: int = 3, phases: PhaseConfig | None = None, **trainer: object) -> AvatarTrainConfig:
         t = dict(max_steps=max_steps, accelerator="cpu", devices="1", log_every=1, preview_every=0,

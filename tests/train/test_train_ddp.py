@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from erlnet.render.avatar import load_avatar
-from erlnet.train.trainer import train_avatar
+from erlnet.train.fit_avatar import train_avatar
 
 
 def test_two_process_ddp_spawn_on_cpu(tiny_subject: Path, tiny_config, tmp_path: Path) -> None:

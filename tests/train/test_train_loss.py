@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from erlnet.train.trainer import train_avatar
+from erlnet.train.fit_avatar import train_avatar
 
 
 def _metrics(run: Path, key: str) -> list[float]:

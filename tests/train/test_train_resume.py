@@ -12,7 +12,7 @@ import torch
 
 from erlnet.errors import InputError
 from erlnet.render.avatar import load_avatar
-from erlnet.train.trainer import train_avatar
+from erlnet.train.fit_avatar import train_avatar
 
 
 class CtrlCAt(L.Callback):

@@ -14,7 +14,7 @@ from erlnet.inference.render_video import motion_from_subject
 from erlnet.io.subject import Subject
 from erlnet.io.video import count_streams
 from erlnet.render.avatar import load_avatar
-from erlnet.train.trainer import train_avatar
+from erlnet.train.fit_avatar import train_avatar
 
 
 def _metrics(run: Path, key: str) -> list[float]:

@@ -10,7 +10,7 @@ import torch
 from erlnet.errors import ErlnetError
 from erlnet.render.dbf import DBFConfig
 from erlnet.train.avatar import OptimConfig, PhaseConfig, lr_factor, parameter_groups, phase_at
-from erlnet.train.trainer import train_avatar
+from erlnet.train.fit_avatar import train_avatar
 
 
 def test_phase_schedule() -> None:
