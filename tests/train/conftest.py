@@ -40,6 +40,12 @@ IMAGE_SIZE = 64
 
 
 @pytest.fixture
+def tiny_dbf() -> dict[str, int]:
+    """The fields of TINY_DBF (tests import fixtures, not the conftest module, whose name is not unique)."""
+    return dict(TINY_DBF)
+
+
+@pytest.fixture
 def tiny_config():
     """Factory of a tiny CPU training config: tiny_config(max_steps, **trainer_overrides)."""
     from erlnet.render.dbf import DBFConfig

@@ -50,11 +50,9 @@ def test_short_run_writes_bundle_checkpoint_previews_and_metrics(tiny_subject: P
     assert not torch.equal(ours[0], ours[1]) or len(motion) == 1
 
 
-def test_cli_train_export_motion_and_render(tiny_subject: Path, tmp_path: Path) -> None:
-    from conftest import TINY_DBF
-
+def test_cli_train_export_motion_and_render(tiny_subject: Path, tiny_dbf: dict, tmp_path: Path) -> None:
     run = tmp_path / "avatar"
-    flags = [f"--renderer.{k.replace('_', '-')}={v}" for k, v in TINY_DBF.items()]
+    flags = [f"--renderer.{k.replace('_', '-')}={v}" for k, v in tiny_dbf.items()]
     args = ["train-avatar", str(tiny_subject), "-o", str(run), "--max-steps", "2", "--accelerator", "cpu",
             "--devices", "1", "--val-every", "0", "--data.image-size", "64", *flags, "-q"]
     assert main(args) == 0
