@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -31,23 +30,19 @@ def save_bundle(
     tensors: dict[str, torch.Tensor],
     meta: dict[str, Any] | None = None,
 ) -> Path:
-    """Write a bundle atomically (a temporary directory renamed into place)."""
+    """Write a bundle into `root`, keeping any other files there (checkpoints, logs).
+
+    Each file is written under a temporary name and renamed, weights first, so a reader never sees a
+    half-written file, and a config only ever names weights that are complete.
+    """
     root = Path(root)
-    tmp = root.with_name(f".{root.name}.partial")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
+    root.mkdir(parents=True, exist_ok=True)
     header = {"kind": kind, "schema_version": schema_version, "config": config, "meta": meta or {}}
-    (tmp / CONFIG).write_text(json.dumps(header, indent=2, sort_keys=True, default=str))
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp / WEIGHTS))
-    if root.exists():
-        old = root.with_name(f".{root.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(root, old)
-        os.replace(tmp, root)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, root)
+    tmp_w, tmp_c = root / f".{WEIGHTS}.partial", root / f".{CONFIG}.partial"
+    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp_w))
+    tmp_c.write_text(json.dumps(header, indent=2, sort_keys=True, default=str))
+    os.replace(tmp_w, root / WEIGHTS)
+    os.replace(tmp_c, root / CONFIG)
     return root
 
 

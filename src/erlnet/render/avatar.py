@@ -18,8 +18,6 @@ This module never imports Lightning: rendering needs only torch.
 
 from __future__ import annotations
 
-import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -29,7 +27,7 @@ import numpy as np
 import torch
 
 from erlnet.errors import FormatError, InputError
-from erlnet.io.bundle import CONFIG, WEIGHTS, load_bundle, save_bundle
+from erlnet.io.bundle import load_bundle, save_bundle
 from erlnet.io.subject import Subject
 from erlnet.render.base import RenderCondition, Renderer, RenderOutput
 from erlnet.types import Motion
@@ -146,9 +144,7 @@ def save_avatar(root: str | Path, renderer: Renderer, meta: AvatarMeta, config: 
     """Write `renderer` (its config is `config`, else `renderer.config`) and `meta` as the avatar
     bundle in `root`.
 
-    Other files in `root` (checkpoints, previews, logs) are kept: the bundle is written to a staging
-    directory with `save_bundle` and its two files are then moved into place, weights first, each by an
-    atomic rename.
+    Other files in `root` (checkpoints, previews, logs) are kept (see `save_bundle`).
     """
     root = Path(root)
     config = config if config is not None else getattr(renderer, "config", None)
@@ -156,12 +152,7 @@ def save_avatar(root: str | Path, renderer: Renderer, meta: AvatarMeta, config: 
         raise TypeError(f"{type(renderer).__name__} has no `.config` with to_dict(); pass config=")
     header = {"renderer": {"type": type(config).__name__, "config": config.to_dict()}, **meta.to_json()}
     tensors = {f"renderer.{k}": v for k, v in renderer.state_dict().items()} | meta.to_tensors()
-    root.mkdir(parents=True, exist_ok=True)
-    staging = save_bundle(root / ".export", KIND, SCHEMA_VERSION, header, tensors)
-    os.replace(staging / WEIGHTS, root / WEIGHTS)
-    os.replace(staging / CONFIG, root / CONFIG)
-    shutil.rmtree(staging, ignore_errors=True)
-    return root
+    return save_bundle(root, KIND, SCHEMA_VERSION, header, tensors)
 
 
 @dataclass
