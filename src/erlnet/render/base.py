@@ -52,7 +52,18 @@ class RenderOutput:
 
 
 class Renderer(nn.Module, ABC):
-    """A person-specific renderer: `forward(cond) -> RenderOutput`."""
+    """A person-specific renderer: `forward(cond) -> RenderOutput`.
+
+    Before training, the trainer shows it its training data once through two optional hooks
+    (no-ops here): `set_expression_stats` with all training expressions, and `carve` with the
+    training frames' conditions and masks in batches (a renderer may restrict its space to the
+    silhouettes)."""
 
     @abstractmethod
     def forward(self, cond: RenderCondition) -> RenderOutput: ...
+
+    def set_expression_stats(self, expressions: torch.Tensor) -> None:
+        """expressions (T, D) of the training frames."""
+
+    def carve(self, cond: RenderCondition, masks: torch.Tensor) -> None:
+        """A batch of training frames: cond with batch B, masks (B, H, W) labels (0 background)."""

@@ -168,7 +168,8 @@ class AvatarSystem(L.LightningModule):
         for name, params in parameter_groups(self.renderer).items():
             lr = lrs.get(name, self.optim.lr_fields)
             groups.append({"params": params, "lr": lr, "base_lr": lr, "name": name})
-        return torch.optim.Adam(groups, betas=self.optim.betas, eps=self.optim.eps)
+        # fused: one kernel over all parameters (several times faster per step on a CPU, too)
+        return torch.optim.Adam(groups, betas=self.optim.betas, eps=self.optim.eps, fused=True)
 
     def _set_lr(self, opt: Any, step: int) -> None:
         f = lr_factor(step, self.max_steps, self.optim) * self.lr_scale

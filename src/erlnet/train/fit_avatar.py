@@ -25,15 +25,18 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
+from torch.utils.data import DataLoader, Subset
 
 from erlnet.errors import InputError
 from erlnet.render.avatar import AvatarMeta, save_avatar
+from erlnet.render.base import Renderer
 from erlnet.render.dbf import DBFConfig
 from erlnet.render.losses import RenderLoss
 from erlnet.train.avatar import AvatarSystem, OptimConfig, PhaseConfig
-from erlnet.train.data import DataConfig, SubjectDataModule
+from erlnet.train.data import DataConfig, SubjectDataModule, batch_condition, evenly_spaced
 from erlnet.train.trainer import TrainerConfig, build_trainer
 
 log = logging.getLogger(__name__)
@@ -144,6 +147,20 @@ def _launched_worker() -> bool:
     return any(int(os.environ.get(v, "0") or 0) > 0 for v in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"))
 
 
+def prepare_renderer(renderer: Renderer, data: SubjectDataModule, meta: AvatarMeta, max_frames: int = 200,
+                     batch_size: int = 16) -> None:
+    """Show a new renderer its training data once: expression statistics of all training frames,
+    and the silhouettes (masks + poses) of up to `max_frames` evenly spaced ones for `carve`."""
+    train_idx = data.train_set.indices
+    renderer.set_expression_stats(torch.from_numpy(data.subject.tracking()["expression"][train_idx]))
+    frames = Subset(data.train_set, evenly_spaced(np.arange(len(train_idx)), max_frames).tolist())
+    background = meta.background_tensor()
+    ref_r = torch.from_numpy(meta.ref_rotation).float()
+    ref_t = torch.from_numpy(meta.ref_translation).float()
+    for batch in DataLoader(frames, batch_size=batch_size):
+        renderer.carve(batch_condition(batch, background, ref_r, ref_t), batch["labels"])
+
+
 def train_avatar(subject_dir: str | Path, avatar_dir: str | Path, config: AvatarTrainConfig | None = None,
                  resume: bool = False, progress: bool = True, callbacks: Sequence[Callback] = ()) -> TrainResult:
     """Train an avatar on a preprocessed subject into `avatar_dir` (bundle + checkpoints + previews).
@@ -166,9 +183,8 @@ def train_avatar(subject_dir: str | Path, avatar_dir: str | Path, config: Avatar
     data = SubjectDataModule(subject_dir, cfg.data)
     meta = AvatarMeta.from_subject(data.subject, cfg.data.image_size)
     renderer = cfg.renderer.setup(meta.expression_dim, meta.image_size)
-    if hasattr(renderer, "set_expression_stats"):
-        train_idx = data.train_set.indices
-        renderer.set_expression_stats(torch.from_numpy(data.subject.tracking()["expression"][train_idx]))
+    if ckpt is None:  # a resumed run restores these from its checkpoint
+        prepare_renderer(renderer, data, meta)
     system = AvatarSystem(renderer, cfg.loss, meta, cfg.trainer.max_steps, cfg.optim, cfg.phases,
                           preview_dir=avatar_dir / "previews", preview_every=cfg.trainer.preview_every)
     avatar_dir.mkdir(parents=True, exist_ok=True)
