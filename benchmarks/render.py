@@ -1,7 +1,8 @@
 """Avatar training and rendering: speed (training steps/s, render frames/s at 256 and 512, peak RSS)
 and quality after a fixed training-time budget on held-out frames driven by their own tracked motion
-(PSNR, SSIM, and the error in a band around the chin/neck line), for fusion="feature" and "pixel",
-on a synthetic subject and on a real clip (train on the first 80 %, test on the last 20 %).
+(`erlnet evaluate`'s metrics: PSNR, SSIM, CPBD, mouth LMD and the error in a band around the
+chin/neck line), for fusion="feature" and "pixel", on a synthetic subject and on a real clip (train on
+the first 80 %, test on the last 20 %).
 
     python -m benchmarks.render                          # speed only (a few minutes on 2 CPU cores)
     python -m benchmarks.render --minutes 30             # + quality: 2 subjects x 2 fusions x 30 min
@@ -93,68 +94,21 @@ print(json.dumps(res))
 """
 
 
-def neck_band(labels: Any, landmarks: Any, scale: float, width: float = 0.06) -> Any:
-    """(S, S) bool strip, `width` x S wide, around the chin/neck line: where the head label meets the
-    torso label below the mouth corners (the seam a dual-branch renderer must get right). labels
-    (S, S) at the evaluation size; landmarks (478, 3) subject-crop pixels, x `scale` -> evaluation
-    pixels. Without a visible seam (no torso) the strip follows the JAW landmarks instead."""
-    import cv2
-    import numpy as np
-
-    from erlnet.face import topology
-
-    size = labels.shape[0]
-    r = max(1, int(round(width * size / 2)))
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
-    head = (labels == 2).astype(np.uint8)
-    seam = cv2.dilate(head, np.ones((3, 3), np.uint8)).astype(bool) & (labels == 1)
-    mouth_y = float(landmarks[topology.MOUTH_CORNERS, 1].mean() * scale)
-    seam[: int(np.ceil(mouth_y))] = False
-    if not seam.any():
-        pts = np.round(landmarks[topology.JAW, :2] * scale).astype(np.int32)
-        cv2.polylines(seam.view(np.uint8), [pts], isClosed=False, color=1, thickness=1)
-    return cv2.dilate(seam.astype(np.uint8), kernel).astype(bool)
-
-
 def evaluate(subject_dir: Path, avatar_dir: Path, max_frames: int = 50) -> dict[str, Any]:
-    """Render the held-out frames (after the train split) of a subject with its avatar, driven by
-    their own tracked motion, and compare them with the real frames at the avatar's size."""
-    import numpy as np
-    from skimage.metrics import structural_similarity
+    """Render up to `max_frames` held-out frames (after the train split) of a subject, spread over the
+    held-out part, with its avatar driven by their own tracked motion, and score them against the real
+    frames at the avatar's size (`erlnet.eval.avatar.evaluate_subject`, the `erlnet evaluate` metrics)."""
+    import math
 
-    from erlnet.inference.render_video import motion_from_subject
+    from erlnet.eval.avatar import EvaluateConfig, evaluate_subject, held_out_frames
     from erlnet.io.subject import Subject
-    from erlnet.render.avatar import load_avatar, resize_rgb, to_uint8_frames
-    from erlnet.train.data import evenly_spaced, resize_labels
 
-    subject = Subject(subject_dir)
-    avatar = load_avatar(avatar_dir, device="cpu")
-    size = avatar.image_size
-    start = subject.manifest.split["train"][1]
-    frames = evenly_spaced(np.arange(start, len(subject)), max_frames)
-    motion = motion_from_subject(subject, (start, len(subject)))
-    lms = subject.tracking()["landmarks"]
-    psnrs, ssims, neck_l1, neck_sq = [], [], [], []
-    for i in frames:
-        k = int(i - start)
-        pred = to_uint8_frames(avatar.render(motion, k, k + 1).rgb)[0].astype(np.float64)
-        truth = resize_rgb(subject.frame(int(i)), size).astype(np.float64)
-        mse = np.mean((pred - truth) ** 2)
-        psnrs.append(10 * np.log10(255.0**2 / max(mse, 1e-10)))
-        ssims.append(structural_similarity(pred, truth, channel_axis=2, data_range=255.0))
-        labels = resize_labels(subject.mask(int(i)), size)
-        band = neck_band(labels, lms[i], size / subject.manifest.size)
-        err = np.abs(pred - truth)[band]
-        neck_l1.append(err.mean())
-        neck_sq.append((err**2).mean())
-    neck_mse = float(np.mean(neck_sq))
-    return {
-        "eval_frames": len(frames),
-        "psnr": float(np.mean(psnrs)),
-        "ssim": float(np.mean(ssims)),
-        "neck_l1": float(np.mean(neck_l1)),  # mean |error| in the neck band, 0..255
-        "neck_psnr": float(10 * np.log10(255.0**2 / max(neck_mse, 1e-10))),
-    }
+    n = len(held_out_frames(Subject(subject_dir)))
+    cfg = EvaluateConfig(max_frames=max_frames, stride=max(1, math.ceil(n / max_frames)), video=False)
+    m = evaluate_subject(avatar_dir, subject_dir, config=cfg).metrics
+    keys = ("psnr", "ssim", "neck_l1", "neck_psnr", "cpbd_generated", "cpbd_truth", "mouth_lmd_px")
+    # neck_l1: mean |error| in the neck band, 0..255; a metric that could not be measured is a string
+    return {"eval_frames": m["frames"]} | {k: m[k] for k in keys}
 
 
 def prepare_subjects(work: Path, size: int, seconds: float, real: bool) -> dict[str, Path]:
@@ -207,15 +161,20 @@ def report(res: dict[str, Any]) -> str:
         mode, fusion, size = key.split("_")
         unit = "steps/s" if mode == "train" else "frames/s"
         rows.append((f"{mode} {fusion} {size}px", f"{v['per_s']:.3f} {unit}  (peak RSS {v['peak_rss_mb']:.0f} MB)"))
+    from erlnet.eval.avatar import format_value
+
     for key, q in res.get("quality", {}).items():
+        lmd = q.get("mouth_lmd_px")
         rows.append((f"{key} ({res['minutes']:g} min)",
                      f"PSNR {q['psnr']:.2f} dB  SSIM {q['ssim']:.3f}  neck |err| {q['neck_l1']:.1f}/255 "
-                     f"(PSNR {q['neck_psnr']:.2f})  {q['steps']} steps ({q['steps_per_s']:.2f}/s incl. start-up)  "
-                     f"RSS {q['peak_rss_mb']:.0f} MB"))
+                     f"(PSNR {q['neck_psnr']:.2f})  CPBD {format_value(q.get('cpbd_generated'), '.3f')} "
+                     f"(truth {format_value(q.get('cpbd_truth'), '.3f')})  mouth LMD "
+                     f"{format_value(lmd, '.2f')}{'' if isinstance(lmd, str) else ' px'}  {q['steps']} steps "
+                     f"({q['steps_per_s']:.2f}/s incl. start-up)  RSS {q['peak_rss_mb']:.0f} MB"))
     return table("avatar training and rendering (DBF-NeRF)", rows)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--minutes", type=float, default=0.0, help="training budget per avatar (0: speed only)")
     ap.add_argument("--size", type=int, default=256, help="working and training resolution of the quality runs")
@@ -226,7 +185,7 @@ def main() -> None:
     ap.add_argument("--skip-speed", action="store_true")
     ap.add_argument("--smoke", action="store_true", help="tiny quality run: 4 s synthetic clip, 4 eval frames, no real clip")
     ap.add_argument("--work", type=Path, default=RESULTS / "render-work")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     res: dict[str, Any] = {"minutes": args.minutes, "size": args.size}
     if not args.skip_speed:
         res["speed"] = bench_speed(args.runs, args.device)

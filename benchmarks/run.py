@@ -23,6 +23,7 @@ BENCHMARKS = {
     "synth": ("benchmarks.synth", False),
     "render": ("benchmarks.render", False),
     "motion": ("benchmarks.motion", False),
+    "e2e": ("benchmarks.e2e", False),
 }
 LONG = {"memory_long": ("benchmarks.memory_long", True)}
 

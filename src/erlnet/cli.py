@@ -311,6 +311,75 @@ def _eval_motion_entry() -> Callable[..., None]:
     return run
 
 
+def _generate_entry() -> Callable[..., None]:
+    from erlnet.inference.animate import AnimateConfig
+
+    def run(
+        avatar: Annotated[Path, tyro.conf.arg(help="trained avatar directory (`erlnet train-avatar`)")],
+        model: Annotated[Path, tyro.conf.arg(help="motion-model directory (`erlnet train-motion`)")],
+        style: Annotated[Path, tyro.conf.arg(
+            help="style clip: a video of someone talking, or a preprocessed subject directory")],
+        output: Annotated[Path, tyro.conf.arg(aliases=["-o"], help="video to write (.mp4)")],
+        audio: Annotated[Path | None, tyro.conf.arg(help="speech: wav, mp3, flac or a video with sound")] = None,
+        text: Annotated[str | None, tyro.conf.arg(
+            help="text to speak with a local TTS (espeak-ng, espeak or flite) instead of --audio")] = None,
+        subject: Annotated[Path | None, tyro.conf.arg(
+            help="subject whose mean head pose the motion is attached to (default: the avatar's own)")] = None,
+        motion_output: Annotated[Path | None, tyro.conf.arg(help="also write the generated motion (.npz)")] = None,
+        style_cache: Annotated[Path | None, tyro.conf.arg(
+            help="keep the tracking of a style video in this directory (reused next time)")] = None,
+        batch_size: Annotated[int, tyro.conf.arg(help="frames rendered at once (memory vs speed)")] = 4,
+        render_device: Annotated[str, tyro.conf.arg(
+            help='renderer device: "auto" (CUDA when present, else CPU), "cpu", "cuda:1", ...')] = "auto",
+        render_threads: Annotated[int, tyro.conf.arg(help="torch CPU threads while rendering (0 = default)")] = 0,
+        config: Annotated[AnimateConfig, Flat] = AnimateConfig(),  # noqa: B008
+        log_flags: Annotated[Verbosity, Flat] = Verbosity(),
+    ) -> None:
+        """Speech (or text) + a style clip + a trained avatar -> a talking-head mp4 with the speech.
+
+        The motion model makes the motion, the renderer draws it; frames are encoded as they are
+        rendered (bounded memory for any length of speech).
+        """
+        from erlnet.inference.generate import GenerateConfig, generate
+
+        show = log_flags.apply()
+        cfg = GenerateConfig(avatar=avatar, model=model, style=style, output=output, audio=audio, text=text,
+                             subject=subject, motion_output=motion_output, style_cache=style_cache, animate=config,
+                             batch_size=batch_size, render_device=render_device, render_threads=render_threads)
+        r = generate(cfg, progress=show)
+        print(f"video written to {r.video}: {r.frames} frames, {r.audio_seconds:.2f} s of speech ({r.speech_source}); "
+              f"style {r.style_seconds:.1f} s, motion {r.motion_seconds:.1f} s, render {r.render_seconds:.1f} s "
+              f"= {r.compute_per_audio_second:.2f} s of compute per second of audio")
+
+    return run
+
+
+def _evaluate_entry() -> Callable[..., None]:
+    from erlnet.eval.avatar import EvaluateConfig
+
+    def run(
+        avatar: Annotated[Path, tyro.conf.Positional, tyro.conf.arg(metavar="AVATAR_DIR", help="trained avatar directory")],
+        subject: Annotated[Path, tyro.conf.Positional, tyro.conf.arg(
+            metavar="SUBJECT_DIR", help="the preprocessed subject it was trained on (its held-out part is scored)")],
+        output: Annotated[Path | None, tyro.conf.arg(
+            aliases=["-o"], help="report directory (default: AVATAR_DIR/evaluation)")] = None,
+        config: Annotated[EvaluateConfig, Flat] = EvaluateConfig(),  # noqa: B008
+        log_flags: Annotated[Verbosity, Flat] = Verbosity(),
+    ) -> None:
+        """Score an avatar on the held-out frames of its subject (PSNR, SSIM, CPBD, mouth LMD, neck-band
+        error, render speed) and write an HTML report: side-by-side video, mouth/pose/error curves."""
+        from erlnet.eval.avatar import evaluate_subject, format_table
+        from erlnet.eval.report import write_report
+
+        show = log_flags.apply()
+        out = output or avatar / "evaluation"
+        ev = evaluate_subject(avatar, subject, out, config, progress=show)
+        print(format_table(ev))
+        print(f"report: {write_report(ev, out)}")
+
+    return run
+
+
 COMMANDS: dict[str, Callable[[], Callable[..., None]]] = {
     "preprocess": _preprocess_entry,
     "synth": _synth_entry,
@@ -322,6 +391,8 @@ COMMANDS: dict[str, Callable[[], Callable[..., None]]] = {
     "train-avatar": _train_avatar_entry,
     "render": _render_entry,
     "export-motion": _export_motion_entry,
+    "generate": _generate_entry,
+    "evaluate": _evaluate_entry,
 }
 
 

@@ -1,0 +1,390 @@
+"""`erlnet evaluate`: how well an avatar re-renders the held-out part of its subject.
+
+Protocol: the frames after the train split (val + test) are rendered from their own tracked motion
+(expression, blink, head pose) and compared with the real frames, both at the avatar's size:
+
+- PSNR, SSIM: per frame, averaged (dB; 0..1).
+- CPBD: no-reference sharpness (`metrics.cpbd`) of the rendered and of the real frames; a renderer
+  that blurs scores lower than the truth.
+- Neck-band error: mean |error| (0..255) and PSNR in a strip around the chin/neck seam
+  (`metrics.neck_band`), where the head and torso branches meet.
+- Mouth LMD: the rendered and the real frames are both tracked with MediaPipe (same tracker, same
+  size, so tracker bias cancels) and the mouth points compared (pixels at the avatar's size), over the
+  frames where a face is found in both. The same tracks give the mouth opening over time and the head
+  pose recovered from the pixels (`face.pose.solve_poses` with the subject's canonical shape): the
+  head-pose error is the mean angle between the pose seen in the rendered and in the real frames.
+- Render speed: frames per second of the renderer alone (no metric, no encoding).
+- LPIPS, FID, SyncNet need pretrained networks; erlnet downloads nothing, so they are listed as not
+  computed unless weights are given (and, for now, not computed even then: see `external_metrics`).
+
+The side-by-side video (truth | generated, with the held-out audio) is written while rendering, so
+memory stays bounded for any number of frames.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from erlnet.errors import InputError
+from erlnet.eval import metrics as M
+from erlnet.face import topology as tp
+from erlnet.io.subject import Subject
+from erlnet.types import Motion
+
+AUDIO_SR = 16000
+SIDE_BY_SIDE = "side_by_side.mp4"
+N_SAMPLES = 6  # frames kept as images for the report's error strip
+
+
+@dataclass
+class EvaluateConfig:
+    """Settings of `erlnet evaluate`."""
+
+    max_frames: int = 0  # evaluate at most this many held-out frames (0 = all)
+    stride: int = 1  # evaluate every N-th held-out frame (1 = all; the side-by-side video then skips frames too)
+    batch_size: int = 4  # frames rendered at once
+    device: str = "cpu"  # torch device of the renderer ("cpu", "cuda", "cuda:1", ...)
+    render_threads: int = 0  # torch CPU threads while rendering (0 = torch's default)
+    track: bool = True  # track real and rendered frames with MediaPipe (mouth LMD, mouth opening, seen head pose)
+    cpbd_every: int = 1  # CPBD on every N-th evaluated frame (0 = never; ~40 ms per 256 px frame)
+    video: bool = True  # write the side-by-side video truth | generated (with the held-out audio)
+    lpips_weights: Path | None = None  # LPIPS weights on disk (not computed without)
+    fid_weights: Path | None = None  # FID Inception weights on disk (not computed without)
+    syncnet_weights: Path | None = None  # SyncNet weights on disk (not computed without)
+
+
+class RendersMotion(Protocol):
+    """What the evaluation needs from an avatar (`erlnet.render.avatar.Avatar` implements it)."""
+
+    @property
+    def image_size(self) -> int: ...
+
+    def check_motion(self, motion: Motion) -> None: ...
+
+    def render(self, motion: Motion, start: int = 0, stop: int | None = None) -> Any: ...
+
+
+@dataclass
+class AvatarEvaluation:
+    """Result of `evaluate_subject`: summary metrics and the per-frame curves behind them.
+
+    frames (T,) subject frame indices; series: per-frame (T,) float arrays (NaN where not measured);
+    pose: (T, 3) (pitch, yaw, roll) degrees of the driving motion ("driving") and as seen by the tracker
+    in the real ("truth") and rendered ("generated") frames; samples: a few (frame, truth, generated)
+    (S, S, 3) uint8 images.
+    """
+
+    avatar: str
+    subject: str
+    fps: float
+    image_size: int
+    frames: np.ndarray
+    metrics: dict[str, Any]
+    series: dict[str, np.ndarray]
+    pose: dict[str, np.ndarray]
+    samples: list[tuple[int, np.ndarray, np.ndarray]] = field(default_factory=list)
+    video: Path | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+# (key, label, unit, format): the rows of the metrics table, in order.
+TABLE: list[tuple[str, str, str, str]] = [
+    ("psnr", "PSNR", "dB", ".2f"),
+    ("ssim", "SSIM", "", ".4f"),
+    ("cpbd_generated", "CPBD generated", "", ".3f"),
+    ("cpbd_truth", "CPBD truth", "", ".3f"),
+    ("mouth_lmd_px", "mouth LMD", "px", ".2f"),
+    ("neck_l1", "neck-band |error|", "/255", ".2f"),
+    ("neck_psnr", "neck-band PSNR", "dB", ".2f"),
+    ("pose_error_deg", "head-pose error (seen)", "deg", ".2f"),
+    ("face_found_generated", "face found in rendered frames", "", ".0%"),
+    ("render_fps", "render speed", "frames/s", ".2f"),
+    ("lpips", "LPIPS", "", ".4f"),
+    ("fid", "FID", "", ".2f"),
+    ("syncnet", "SyncNet confidence", "", ".2f"),
+]
+
+
+def format_value(value: Any, spec: str) -> str:
+    """A metric as text: numbers with `spec`, NaN as '-', strings (reasons) as they are."""
+    if isinstance(value, str):
+        return value
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return format(value, spec)
+
+
+def format_table(ev: AvatarEvaluation) -> str:
+    """The metrics as a two-column text table."""
+    rows = []
+    for key, label, unit, spec in TABLE:
+        value = ev.metrics.get(key)
+        with_unit = unit and not isinstance(value, str)  # a reason instead of a number has no unit
+        rows.append((label + (f" ({unit})" if with_unit else ""), format_value(value, spec)))
+    width = max(len(k) for k, _ in rows)
+    head = (f"avatar evaluation on {len(ev.frames)} held-out frames of {ev.subject} "
+            f"at {ev.image_size}x{ev.image_size}")
+    return "\n".join([head, "-" * len(head)] + [f"{k:<{width}}  {v}" for k, v in rows])
+
+
+def external_metrics(cfg: EvaluateConfig) -> dict[str, str]:
+    """LPIPS / FID / SyncNet: each needs a pretrained network that erlnet does not ship or download.
+
+    Without weights the value says so; with weights it says the network is not implemented yet
+    (rather than a number from an unverified re-implementation).
+    """
+    out = {}
+    for key, path in (("lpips", cfg.lpips_weights), ("fid", cfg.fid_weights), ("syncnet", cfg.syncnet_weights)):
+        if path is None:
+            out[key] = "not computed (no weights)"
+        elif not Path(path).exists():
+            raise InputError(f"{path}: no such {key} weights file")
+        else:
+            out[key] = "not computed (weights given, network not implemented yet)"
+    return out
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def held_out_frames(subject: Subject, max_frames: int = 0, stride: int = 1) -> np.ndarray:
+    """Subject frame indices after the train split, every `stride`-th, at most `max_frames` (0 = all)."""
+    if stride < 1:
+        raise InputError(f"stride must be >= 1, got {stride}")
+    start = int(subject.manifest.split.get("train", (0, 0))[1])
+    idx = np.arange(start, len(subject), stride)
+    if max_frames > 0:
+        idx = idx[:max_frames]
+    if len(idx) == 0:
+        raise InputError(f"{subject.root}: no held-out frames after the train split (frames {start}..{len(subject)})")
+    return idx
+
+
+def held_out_audio(subject: Subject, frames: np.ndarray) -> np.ndarray | None:
+    """The subject's audio under contiguous `frames` (T,) -> (S,) float32 at 16 kHz, or None."""
+    from erlnet.io.audio import load_audio
+
+    path = subject.root / "audio.wav"
+    if not path.exists():
+        return None
+    wav = load_audio(path, sr=AUDIO_SR)
+    if wav is None:
+        return None
+    a = int(round(frames[0] / subject.fps * AUDIO_SR))
+    b = int(round((frames[-1] + 1) / subject.fps * AUDIO_SR))
+    seg = wav[a:b]
+    return np.pad(seg, (0, max(0, b - a - seg.size))).astype(np.float32)
+
+
+def subject_motion(subject: Subject, frames: np.ndarray) -> Motion:
+    """The tracked motion of the given subject frames (T,)."""
+    from erlnet.inference.render_video import motion_from_subject
+
+    m = motion_from_subject(subject, (int(frames[0]), int(frames[-1]) + 1))
+    k = frames - frames[0]
+    return Motion(m.expression[k], m.blink[k], m.rotation[k], m.translation[k], m.fps, m.representation)
+
+
+def euler_deg(rotation: np.ndarray) -> np.ndarray:
+    """(T, 3, 3) rotations, NaN allowed -> (T, 3) (pitch, yaw, roll) degrees, NaN where missing."""
+    from erlnet.face.pose import euler_from_matrix
+
+    r = np.asarray(rotation, np.float64)
+    out = np.full((len(r), 3), np.nan)
+    ok = np.isfinite(r).all(axis=(1, 2))
+    if ok.any():
+        out[ok] = euler_from_matrix(r[ok], degrees=True)
+    return out
+
+
+def seen_poses(lms: np.ndarray, canonical: np.ndarray, K: np.ndarray) -> np.ndarray:
+    """Head rotations (T, 3, 3) fitted to tracked landmarks (T, 478, 3) pixels; NaN where no face."""
+    from erlnet.face.pose import solve_poses
+
+    return solve_poses(lms, canonical, K).R.astype(np.float64)
+
+
+def _labels(subject: Subject, i: int, size: int) -> np.ndarray:
+    """Labels of frame i at `size` (nearest neighbour: the band around the seam is ~6 % of the image
+    wide, so a one-pixel shift of the seam does not matter; training's majority resize lives with
+    Lightning in erlnet.train.data, which the evaluation does not import)."""
+    import cv2
+
+    m = subject.mask(i)
+    return m if m.shape[0] == size else cv2.resize(m, (size, size), interpolation=cv2.INTER_NEAREST)
+
+
+class _Trackers:
+    """Two MediaPipe trackers in video mode (one per stream), or none."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.truth = self.generated = None
+        if enabled:
+            from erlnet.face.tracking import FaceTracker, TrackerConfig
+
+            cfg = TrackerConfig(count_faces_every=0)
+            self.truth, self.generated = FaceTracker(cfg), FaceTracker(cfg)
+
+    def track(self, tracker: Any, image: np.ndarray) -> np.ndarray:
+        lms = tracker.process(image).landmarks if tracker is not None else None
+        return np.full((tp.N_LANDMARKS, 3), np.nan, np.float32) if lms is None else lms
+
+    def close(self) -> None:
+        for t in (self.truth, self.generated):
+            if t is not None:
+                t.close()
+
+
+# ---------------------------------------------------------------- the evaluation
+
+
+def evaluate_subject(
+    avatar: str | Path | RendersMotion, subject_dir: str | Path, out_dir: str | Path | None = None,
+    config: EvaluateConfig | None = None, progress: bool = False,
+) -> AvatarEvaluation:
+    """Render the held-out frames of `subject_dir` with `avatar` (a directory or a loaded avatar) and
+    score them (see the module doc). With `out_dir`, the side-by-side video is written there."""
+    from erlnet.inference.animate import cpu_threads
+    from erlnet.render.avatar import load_avatar, resize_rgb, scaled_intrinsics, to_uint8_frames
+
+    cfg = config or EvaluateConfig()
+    if cfg.batch_size < 1 or cfg.cpbd_every < 0:
+        raise InputError("batch_size must be >= 1 and cpbd_every >= 0")
+    not_computed = external_metrics(cfg)
+    if isinstance(avatar, (str, Path)):
+        if not Path(avatar).is_dir():
+            raise InputError(f"{avatar}: no such avatar directory")
+        av, avatar_name = load_avatar(avatar, device=cfg.device), str(avatar)
+    else:
+        av, avatar_name = avatar, type(avatar).__name__
+    subject = Subject(subject_dir)
+    frames = held_out_frames(subject, cfg.max_frames, cfg.stride)
+    motion = subject_motion(subject, frames)
+    av.check_motion(motion)
+    size, n = av.image_size, len(frames)
+    tr = subject.tracking()
+    scale = size / subject.manifest.size
+    K = scaled_intrinsics(subject.manifest.K, subject.manifest.size, size)
+    wav = held_out_audio(subject, frames) if cfg.stride == 1 else None
+    notes: list[str] = []
+
+    series = {k: np.full(n, np.nan) for k in ("psnr", "ssim", "neck_l1", "neck_mse", "cpbd_generated", "cpbd_truth")}
+    lms_true = np.full((n, tp.N_LANDMARKS, 3), np.nan, np.float32)
+    lms_gen = np.full((n, tp.N_LANDMARKS, 3), np.nan, np.float32)
+    keep = set(np.unique(np.linspace(0, n - 1, min(N_SAMPLES, n)).round().astype(int)).tolist())
+    samples: list[tuple[int, np.ndarray, np.ndarray]] = []
+    writer = None
+    video_path = None
+    if cfg.video and out_dir is not None:
+        if size % 2:
+            notes.append(f"no side-by-side video: H.264 needs an even frame size, the avatar renders {size} px")
+        else:
+            from erlnet.io.video import VideoWriter
+
+            video_path = Path(out_dir) / SIDE_BY_SIDE
+            writer = VideoWriter(video_path, fps=int(round(subject.fps)), size=(2 * size, size), audio=wav,
+                                 sample_rate=AUDIO_SR)
+    trackers = _Trackers(cfg.track)
+    render_s = 0.0
+    from erlnet.progress import progress as progress_bar
+
+    try:
+        with cpu_threads(cfg.render_threads):
+            starts = range(0, n, cfg.batch_size)
+            for b0 in progress_bar(starts, total=len(starts), desc="evaluate", enabled=progress):
+                b1 = min(n, b0 + cfg.batch_size)
+                t0 = time.perf_counter()
+                preds = to_uint8_frames(av.render(motion, b0, b1).rgb)
+                render_s += time.perf_counter() - t0
+                for k, pred in zip(range(b0, b1), preds, strict=True):
+                    i = int(frames[k])
+                    truth = resize_rgb(subject.frame(i), size)
+                    series["psnr"][k] = M.psnr(pred, truth)
+                    series["ssim"][k] = M.ssim(pred, truth)
+                    band = M.neck_band(_labels(subject, i, size), tr["landmarks"][i], scale)
+                    series["neck_l1"][k], series["neck_mse"][k] = M.band_error(pred, truth, band)
+                    if cfg.cpbd_every and k % cfg.cpbd_every == 0:
+                        series["cpbd_generated"][k], series["cpbd_truth"][k] = M.cpbd(pred), M.cpbd(truth)
+                    lms_true[k] = trackers.track(trackers.truth, truth)
+                    lms_gen[k] = trackers.track(trackers.generated, pred)
+                    if k in keep:
+                        samples.append((i, truth.copy(), pred.copy()))
+                    if writer is not None:
+                        writer.write(np.concatenate([truth, pred], axis=1))
+        if writer is not None:
+            writer.close()
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
+    finally:
+        trackers.close()
+
+    return _summarise(av, avatar_name, subject, frames, motion, series, lms_true, lms_gen, K, wav, render_s,
+                      samples, video_path, notes, not_computed, cfg)
+
+
+def _summarise(av: Any, avatar_name: str, subject: Subject, frames: np.ndarray, motion: Motion,
+               series: dict[str, np.ndarray], lms_true: np.ndarray, lms_gen: np.ndarray, K: np.ndarray,
+               wav: np.ndarray | None, render_s: float, samples: list, video: Path | None, notes: list[str],
+               not_computed: dict[str, str], cfg: EvaluateConfig) -> AvatarEvaluation:
+    n = len(frames)
+    found_gen = np.isfinite(lms_gen).all(axis=(1, 2))
+    found_true = np.isfinite(lms_true).all(axis=(1, 2))
+    lmd, lmd_frames = M.mouth_lmd(lms_gen, lms_true) if cfg.track else (float("nan"), 0)
+    series["mouth_open_generated"] = tp.mouth_opening(lms_gen)
+    series["mouth_open_truth"] = tp.mouth_opening(lms_true)
+    if wav is not None:
+        from erlnet.motion.corpus import frame_envelope
+
+        series["audio_db"] = frame_envelope(wav, AUDIO_SR, n, subject.fps).astype(np.float64)
+    canonical = subject.tracking()["canonical"]
+    r_true, r_gen = seen_poses(lms_true, canonical, K), seen_poses(lms_gen, canonical, K)
+    both = np.isfinite(r_true).all(axis=(1, 2)) & np.isfinite(r_gen).all(axis=(1, 2))
+    from erlnet.face.pose import rotation_angle_deg
+
+    pose_err = float(rotation_angle_deg(r_gen[both], r_true[both]).mean()) if both.any() else float("nan")
+    series["pose_error_deg"] = np.full(n, np.nan)
+    series["pose_error_deg"][both] = rotation_angle_deg(r_gen[both], r_true[both])
+
+    def nanmean(x: np.ndarray) -> float:
+        return float(np.nanmean(x)) if np.isfinite(x).any() else float("nan")
+
+    neck_mse = nanmean(series["neck_mse"])
+    metrics: dict[str, Any] = {
+        "frames": n,
+        "psnr": float(np.mean(series["psnr"])),
+        "ssim": float(np.mean(series["ssim"])),
+        "cpbd_generated": nanmean(series["cpbd_generated"]),
+        "cpbd_truth": nanmean(series["cpbd_truth"]),
+        "mouth_lmd_px": lmd,
+        "mouth_lmd_frames": lmd_frames,
+        "neck_l1": nanmean(series["neck_l1"]),
+        "neck_psnr": float(10 * np.log10(255.0**2 / max(neck_mse, 1e-10))) if np.isfinite(neck_mse) else float("nan"),
+        "pose_error_deg": pose_err,
+        "face_found_generated": float(found_gen.mean()) if cfg.track else float("nan"),
+        "face_found_truth": float(found_true.mean()) if cfg.track else float("nan"),
+        "render_fps": n / render_s if render_s > 0 else float("nan"),
+        **not_computed,
+    }
+    if not cfg.track:
+        for k in ("mouth_lmd_px", "pose_error_deg", "face_found_generated"):
+            metrics[k] = "not computed (tracking off)"
+    elif lmd_frames == 0:
+        why = "no face found in the rendered frames" if not found_gen.any() else "no frame with a face in both"
+        metrics["mouth_lmd_px"] = metrics["pose_error_deg"] = f"not computed ({why})"
+        notes.append(f"mouth LMD and head-pose error: {why} (MediaPipe at {av.image_size} px)")
+    if cfg.cpbd_every == 0:
+        metrics["cpbd_generated"] = metrics["cpbd_truth"] = "not computed (cpbd_every = 0)"
+    elif av.image_size < M.CPBD_BLOCK:
+        metrics["cpbd_generated"] = metrics["cpbd_truth"] = f"not computed (frames smaller than {M.CPBD_BLOCK} px)"
+    pose = {"driving": euler_deg(motion.rotation), "truth": euler_deg(r_true), "generated": euler_deg(r_gen)}
+    return AvatarEvaluation(avatar=avatar_name, subject=str(subject.root), fps=float(subject.fps),
+                            image_size=int(av.image_size), frames=frames, metrics=metrics, series=series,
+                            pose=pose, samples=samples, video=video, notes=notes)
