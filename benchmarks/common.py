@@ -20,14 +20,16 @@ RESULTS = ROOT / "bench-results"
 CHILD_RSS = "import resource; peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0\n"
 
 
-def run_child(code: str, args: Sequence[str] = ()) -> tuple[dict[str, Any], float]:
+def run_child(code: str, args: Sequence[str] = (), threads: int = 0) -> tuple[dict[str, Any], float]:
     """Run `python -c code args...` in a fresh process, so its peak RSS is its own.
 
     The child prints one JSON object on its last stdout line (`CHILD_RSS` appended to the code gives
-    it `peak_rss_mb`). Returns (that object, wall seconds).
+    it `peak_rss_mb`). `threads` > 0 limits its intra-op threads (OMP_NUM_THREADS), for children that
+    run side by side. Returns (that object, wall seconds).
     """
+    env = os.environ | ({"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)} if threads > 0 else {})
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=ROOT)
+    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=ROOT, env=env)
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         raise RuntimeError(f"benchmark child failed:\n{proc.stderr[-3000:]}")

@@ -62,7 +62,7 @@ def tiny_config():
             data=DataConfig(image_size=IMAGE_SIZE, batch_size=2, val_frames=2),
             renderer=DBFConfig(**TINY_DBF),
             optim=OptimConfig(lr_warmup_steps=0, lr_cnn=1e-2),
-            phases=phases or PhaseConfig(warmup_steps=1000),
+            phases=phases or PhaseConfig(warmup_fraction=1.0),
         )
 
     return make

@@ -9,22 +9,31 @@ import torch
 
 from erlnet.errors import ErlnetError
 from erlnet.render.dbf import DBFConfig
-from erlnet.train.avatar import OptimConfig, PhaseConfig, lr_factor, parameter_groups, phase_at
+from erlnet.train.avatar import OptimConfig, PhaseConfig, lr_factor, parameter_groups, phase_at, progress_at
 from erlnet.train.fit_avatar import train_avatar
 
 
 def test_phase_schedule() -> None:
-    cfg = PhaseConfig(warmup_steps=10, lip_steps=5)
-    assert [phase_at(s, 100, cfg) for s in (0, 9, 10, 94, 95, 99)] == ["warmup", "warmup", "main", "main", "lip", "lip"]
-    assert phase_at(99, 100, PhaseConfig(warmup_steps=10, lip_steps=0)) == "main"
+    cfg = PhaseConfig(warmup_fraction=0.1, lip_fraction=0.05)
+    got = [phase_at(progress_at(s, 100), cfg) for s in (0, 9, 10, 94, 95, 99)]
+    assert got == ["warmup", "warmup", "main", "main", "lip", "lip"]
+    assert phase_at(0.99, PhaseConfig(warmup_fraction=0.1, lip_fraction=0.0)) == "main"
+
+
+def test_progress_follows_the_time_budget_when_it_runs_out_first() -> None:
+    assert progress_at(10, 100) == pytest.approx(0.1)
+    assert progress_at(10, 100, elapsed_s=30.0, budget_s=60.0) == pytest.approx(0.5)  # time leads
+    assert progress_at(80, 100, elapsed_s=30.0, budget_s=60.0) == pytest.approx(0.8)  # steps lead
+    assert progress_at(10, 100, elapsed_s=90.0, budget_s=60.0) == 1.0
+    assert progress_at(10, 100, elapsed_s=90.0, budget_s=0.0) == pytest.approx(0.1)  # no budget
 
 
 def test_learning_rate_ramps_then_decays_to_the_final_ratio() -> None:
     cfg = OptimConfig(lr_warmup_steps=10, final_lr_ratio=0.1)
-    assert lr_factor(0, 1000, cfg) == pytest.approx(0.1)
-    assert lr_factor(9, 1000, cfg) == pytest.approx(0.1 ** (9 / 1000))
-    assert lr_factor(1000, 1000, cfg) == pytest.approx(0.1)
-    f = [lr_factor(s, 1000, cfg) for s in range(10, 1000, 50)]
+    assert lr_factor(0, 0.0, cfg) == pytest.approx(0.1)
+    assert lr_factor(9, 0.009, cfg) == pytest.approx(0.1 ** 0.009)
+    assert lr_factor(1000, 1.0, cfg) == pytest.approx(0.1)
+    f = [lr_factor(s, s / 1000, cfg) for s in range(10, 1000, 50)]
     assert all(a > b for a, b in zip(f, f[1:], strict=False))
 
 

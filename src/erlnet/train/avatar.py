@@ -1,10 +1,13 @@
 """The avatar training system: renderer + loss + optimiser + phase schedule, as ONE LightningModule.
 
-Phases are a function of the optimisation step (so a resumed run is in the same phase):
+Phases and the learning rate follow the training progress p in [0, 1]: the larger of
+step / max_steps and, with a time budget (`--trainer.max-minutes`), training time / budget, so a
+run limited by time decays its learning rate and reaches its lip phase within the budget. The
+training time is kept in checkpoints, so a resumed run continues where it was.
 
-    warmup   steps [0, warmup_steps)                 no perceptual term: colour and geometry settle
-    main     until max_steps - lip_steps             the full loss
-    lip      the last lip_steps                      full loss, mouth pixels weighted by the loss's
+    warmup   p < warmup_fraction                     no perceptual term: colour and geometry settle
+    main                                             the full loss
+    lip      p >= 1 - lip_fraction                   full loss, mouth pixels weighted by the loss's
                                                      `mouth_weight` in the photometric terms
 
 Optimisation is manual (one Adam, two parameter groups: fields/encodings and CNN), so a step whose
@@ -16,6 +19,7 @@ learning rate is reduced, and after `max_bad_steps` bad steps in a row training 
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -53,24 +57,32 @@ class OptimConfig:
 
 @dataclass
 class PhaseConfig:
-    """Training phases by step."""
+    """Training phases by progress (fractions of the run: of max_steps, or of the time budget)."""
 
-    warmup_steps: int = 2000  # first steps without the perceptual loss
-    lip_steps: int = 0  # last steps fine-tune the lips with a mouth-weighted loss (0 = off; weight: --loss.mouth-weight)
+    warmup_fraction: float = 0.1  # first part of the run without the perceptual loss
+    lip_fraction: float = 0.0  # last part fine-tunes the lips with a mouth-weighted loss (0 = off; weight: --loss.mouth-weight)
 
 
-def phase_at(step: int, max_steps: int, cfg: PhaseConfig) -> Phase:
-    """The training phase of optimisation step `step` (0-based)."""
-    if cfg.lip_steps > 0 and step >= max_steps - cfg.lip_steps:
+def progress_at(step: int, max_steps: int, elapsed_s: float = 0.0, budget_s: float = 0.0) -> float:
+    """Training progress in [0, 1]: max(step / max_steps, elapsed_s / budget_s); budget 0 = none."""
+    p = step / max(1, max_steps)
+    if budget_s > 0:
+        p = max(p, elapsed_s / budget_s)
+    return min(1.0, p)
+
+
+def phase_at(progress: float, cfg: PhaseConfig) -> Phase:
+    """The training phase at `progress` in [0, 1]."""
+    if cfg.lip_fraction > 0 and progress >= 1.0 - cfg.lip_fraction:
         return "lip"
-    return "warmup" if step < cfg.warmup_steps else "main"
+    return "warmup" if progress < cfg.warmup_fraction else "main"
 
 
-def lr_factor(step: int, max_steps: int, cfg: OptimConfig) -> float:
-    """Multiplier of the base learning rates at `step`: linear ramp, then exponential decay."""
+def lr_factor(step: int, progress: float, cfg: OptimConfig) -> float:
+    """Multiplier of the base learning rates: a linear ramp over the first `lr_warmup_steps` steps,
+    times an exponential decay reaching `final_lr_ratio` at progress 1."""
     ramp = min(1.0, (step + 1) / cfg.lr_warmup_steps) if cfg.lr_warmup_steps > 0 else 1.0
-    progress = min(1.0, step / max(1, max_steps))
-    return ramp * cfg.final_lr_ratio**progress
+    return ramp * cfg.final_lr_ratio ** min(1.0, max(0.0, progress))
 
 
 class LossFn(Protocol):
@@ -142,7 +154,7 @@ class AvatarSystem(L.LightningModule):
 
     def __init__(self, renderer: Renderer, loss: LossFn, meta: AvatarMeta, max_steps: int,
                  optim: OptimConfig | None = None, phases: PhaseConfig | None = None,
-                 preview_dir: Path | None = None, preview_every: int = 0) -> None:
+                 preview_dir: Path | None = None, preview_every: int = 0, budget_s: float = 0.0) -> None:
         super().__init__()
         self.automatic_optimization = False
         self.renderer = renderer
@@ -160,6 +172,9 @@ class AvatarSystem(L.LightningModule):
         self.register_buffer("ref_translation", torch.from_numpy(meta.ref_translation).float(), persistent=False)
         self.lr_scale = 1.0  # lowered after NaN/Inf steps; saved in checkpoints
         self.bad_steps = 0  # NaN/Inf steps in a row
+        self.budget_s = budget_s  # training-time budget (0 = none): the schedule spans it
+        self.elapsed_s = 0.0  # training time of earlier (resumed) runs; saved in checkpoints
+        self._started: float | None = None
 
     # ------------------------------------------------------------------ optimiser
     def configure_optimizers(self) -> torch.optim.Optimizer:
@@ -171,18 +186,34 @@ class AvatarSystem(L.LightningModule):
         # fused: one kernel over all parameters (several times faster per step on a CPU, too)
         return torch.optim.Adam(groups, betas=self.optim.betas, eps=self.optim.eps, fused=True)
 
-    def _set_lr(self, opt: Any, step: int) -> None:
-        f = lr_factor(step, self.max_steps, self.optim) * self.lr_scale
+    def on_train_start(self) -> None:
+        self._started = time.monotonic()
+
+    def training_seconds(self) -> float:
+        """Training time so far, including the runs this one resumed."""
+        return self.elapsed_s + (time.monotonic() - self._started if self._started is not None else 0.0)
+
+    def progress(self) -> float:
+        """Training progress in [0, 1] (see the module docstring); identical on every device."""
+        elapsed = self.training_seconds()
+        if self.budget_s > 0 and self.trainer.world_size > 1:  # rank 0's clock decides
+            elapsed = float(self.trainer.strategy.broadcast(elapsed, src=0))
+        return progress_at(self.global_step, self.max_steps, elapsed, self.budget_s)
+
+    def _set_lr(self, opt: Any, step: int, progress: float) -> None:
+        f = lr_factor(step, progress, self.optim) * self.lr_scale
         for g in opt.param_groups:
             g["lr"] = g["base_lr"] * f
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["erlnet"] = {"lr_scale": self.lr_scale, "bad_steps": self.bad_steps}
+        checkpoint["erlnet"] = {"lr_scale": self.lr_scale, "bad_steps": self.bad_steps,
+                                "elapsed_s": self.training_seconds()}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get("erlnet", {})
         self.lr_scale = float(state.get("lr_scale", 1.0))
         self.bad_steps = int(state.get("bad_steps", 0))
+        self.elapsed_s = float(state.get("elapsed_s", 0.0))
 
     # ------------------------------------------------------------------ steps
     def forward(self, batch: dict[str, torch.Tensor]) -> RenderOutput:
@@ -195,8 +226,9 @@ class AvatarSystem(L.LightningModule):
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         opt = self.optimizers()
         step = self.global_step
-        phase = phase_at(step, self.max_steps, self.phases)
-        self._set_lr(opt, step)
+        progress = self.progress()
+        phase = phase_at(progress, self.phases)
+        self._set_lr(opt, step, progress)
         out = self(batch)
         total, parts = self._loss(out, batch, phase)
         opt.zero_grad(set_to_none=True)

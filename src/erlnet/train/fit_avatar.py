@@ -186,7 +186,8 @@ def train_avatar(subject_dir: str | Path, avatar_dir: str | Path, config: Avatar
     if ckpt is None:  # a resumed run restores these from its checkpoint
         prepare_renderer(renderer, data, meta)
     system = AvatarSystem(renderer, cfg.loss, meta, cfg.trainer.max_steps, cfg.optim, cfg.phases,
-                          preview_dir=avatar_dir / "previews", preview_every=cfg.trainer.preview_every)
+                          preview_dir=avatar_dir / "previews", preview_every=cfg.trainer.preview_every,
+                          budget_s=60.0 * cfg.trainer.max_minutes)
     avatar_dir.mkdir(parents=True, exist_ok=True)
     if not worker:
         (avatar_dir / RUN_CONFIG).write_text(json.dumps(record, indent=2, sort_keys=True, default=str))
