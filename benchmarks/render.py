@@ -5,7 +5,9 @@ chin/neck line), for fusion="feature" and "pixel", on a synthetic subject and on
 the first 80 %, test on the last 20 %).
 
     python -m benchmarks.render                          # speed only (a few minutes on 2 CPU cores)
-    python -m benchmarks.render --minutes 30             # + quality: 2 subjects x 2 fusions x 30 min
+    python -m benchmarks.render --minutes 20 --real-minutes 60 --skip-speed
+        # quality: synthetic 20 min and Obama_clip1 60 min per avatar, feature and pixel fusion trained
+        # side by side (--jobs 2, one thread each), then trained-avatar render speed on both cores
     python -m benchmarks.render --minutes 0.5 --smoke    # a short end-to-end check of the quality path
 
 Every measurement runs in its own process (peak RSS is its own). Subjects are preprocessed once into
@@ -94,6 +96,38 @@ res.update(steps=result.steps, train_s=train_s, steps_per_s=result.steps / train
 print(json.dumps(res))
 """
 
+TRAINED_SPEED_CHILD = """
+import json, sys, time
+import torch
+from erlnet.inference.render_video import motion_from_subject
+from erlnet.io.subject import Subject
+from erlnet.render.avatar import load_avatar
+avatar, subject, n, batch = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+av = load_avatar(avatar, device="cuda" if torch.cuda.is_available() else "cpu")
+motion = motion_from_subject(Subject(subject), "all")
+av.render(motion, 0, batch)  # warm-up
+t0 = time.perf_counter()
+done = 0
+while done < n:
+    k = batch + done % (len(motion.expression) - 2 * batch)
+    av.render(motion, k, k + batch)
+    done += batch
+dt = time.perf_counter() - t0
+""" + CHILD_RSS + """
+print(json.dumps({"per_s": done / dt, "peak_rss_mb": peak_rss_mb}))
+"""
+
+
+def bench_trained_speed(avatars: dict[str, Path], subjects: dict[str, Path], runs: int) -> dict[str, Any]:
+    """Render frames/s of trained avatars (their learnt occupancy skips empty space), one at a time on
+    all cores, median of `runs`; driven by the subject's own motion."""
+    out: dict[str, Any] = {}
+    for key, avatar in avatars.items():
+        subject = subjects[key.split("/")[0]]
+        res = [run_child(TRAINED_SPEED_CHILD, [str(avatar), str(subject), "40", "4"])[0] for _ in range(runs)]
+        out[key] = {"per_s": median([r["per_s"] for r in res]), "peak_rss_mb": max(r["peak_rss_mb"] for r in res)}
+    return out
+
 
 def evaluate(subject_dir: Path, avatar_dir: Path, max_frames: int = 50) -> dict[str, Any]:
     """Render up to `max_frames` held-out frames (after the train split) of a subject, spread over the
@@ -107,7 +141,7 @@ def evaluate(subject_dir: Path, avatar_dir: Path, max_frames: int = 50) -> dict[
     n = len(held_out_frames(Subject(subject_dir)))
     cfg = EvaluateConfig(max_frames=max_frames, stride=max(1, math.ceil(n / max_frames)), video=False)
     m = evaluate_subject(avatar_dir, subject_dir, config=cfg).metrics
-    keys = ("psnr", "ssim", "neck_l1", "neck_psnr", "cpbd_generated", "cpbd_truth", "mouth_lmd_px")
+    keys = ("psnr", "ssim", "neck_l1", "neck_psnr", "cpbd_generated", "cpbd_truth", "mouth_lmd_px", "render_fps")
     # neck_l1: mean |error| in the neck band, 0..255; a metric that could not be measured is a string
     return {"eval_frames": m["frames"]} | {k: m[k] for k in keys}
 
@@ -142,21 +176,22 @@ def bench_speed(runs: int, device: str) -> dict[str, Any]:
     return out
 
 
-def bench_quality(subjects: dict[str, Path], work: Path, minutes: float, size: int, eval_frames: int,
+def bench_quality(subjects: dict[str, Path], work: Path, minutes: dict[str, float], size: int, eval_frames: int,
                   device: str, jobs: int) -> dict[str, Any]:
-    """Train one avatar per (subject, fusion) for `minutes` (the schedule follows the time budget) and
-    evaluate it. `jobs` > 1 trains that many side by side, each on cpu_count / jobs threads."""
+    """Train one avatar per (subject, fusion) for `minutes[subject]` (the schedule follows the time
+    budget) and evaluate it. `jobs` > 1 trains that many side by side, each on cpu_count / jobs threads."""
     from concurrent.futures import ThreadPoolExecutor
 
     threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else 0
     steps = 10**7  # never binding: the time budget ends every run
 
     def one(name: str, subject: Path, fusion: str) -> tuple[str, dict[str, Any]]:
-        avatar = work / "avatars" / f"{name}-{fusion}-{minutes:g}min"
+        avatar = work / "avatars" / f"{name}-{fusion}-{minutes[name]:g}min"
         shutil.rmtree(avatar, ignore_errors=True)
-        res, wall = run_child(QUALITY_CHILD, [str(subject), str(avatar), fusion, str(minutes), str(size),
+        res, wall = run_child(QUALITY_CHILD, [str(subject), str(avatar), fusion, str(minutes[name]), str(size),
                                               str(steps), str(eval_frames), device], threads=threads)
-        return f"{name}/{fusion}", res | {"wall_s": wall, "threads": threads or "default", "jobs": jobs}
+        return f"{name}/{fusion}", res | {"wall_s": wall, "threads": threads or "default", "jobs": jobs,
+                                          "avatar": str(avatar), "minutes": minutes[name]}
 
     plan = [(name, subject, fusion) for name, subject in subjects.items() for fusion in ("feature", "pixel")]
     with ThreadPoolExecutor(max(1, jobs)) as pool:
@@ -168,23 +203,29 @@ def report(res: dict[str, Any]) -> str:
     for key, v in res.get("speed", {}).items():
         mode, fusion, size = key.split("_")
         unit = "steps/s" if mode == "train" else "frames/s"
-        rows.append((f"{mode} {fusion} {size}px", f"{v['per_s']:.3f} {unit}  (peak RSS {v['peak_rss_mb']:.0f} MB)"))
+        rows.append((f"{mode} {fusion} {size}px (new model)",
+                     f"{v['per_s']:.3f} {unit}  (peak RSS {v['peak_rss_mb']:.0f} MB; no occupancy yet: every sample)"))
     from erlnet.eval.avatar import format_value
 
+    for key, v in res.get("trained_speed", {}).items():
+        rows.append((f"render {key} (trained)", f"{v['per_s']:.1f} frames/s  (peak RSS {v['peak_rss_mb']:.0f} MB)"))
     for key, q in res.get("quality", {}).items():
         lmd = q.get("mouth_lmd_px")
-        rows.append((f"{key} ({res['minutes']:g} min)",
+        rows.append((f"{key} ({q.get('minutes', res['minutes']):g} min)",
                      f"PSNR {q['psnr']:.2f} dB  SSIM {q['ssim']:.3f}  neck |err| {q['neck_l1']:.1f}/255 "
                      f"(PSNR {q['neck_psnr']:.2f})  CPBD {format_value(q.get('cpbd_generated'), '.3f')} "
                      f"(truth {format_value(q.get('cpbd_truth'), '.3f')})  mouth LMD "
                      f"{format_value(lmd, '.2f')}{'' if isinstance(lmd, str) else ' px'}  {q['steps']} steps "
-                     f"({q['steps_per_s']:.2f}/s incl. start-up)  RSS {q['peak_rss_mb']:.0f} MB"))
+                     f"({q['steps_per_s']:.2f}/s incl. start-up)  render {format_value(q.get('render_fps'), '.1f')} f/s  "
+                     f"RSS {q['peak_rss_mb']:.0f} MB"))
     return table("avatar training and rendering (DBF-NeRF)", rows)
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--minutes", type=float, default=0.0, help="training budget per avatar (0: speed only)")
+    ap.add_argument("--real-minutes", type=float, default=0.0,
+                    help="training budget per avatar on the real clip (0: same as --minutes)")
     ap.add_argument("--size", type=int, default=256, help="working and training resolution of the quality runs")
     ap.add_argument("--seconds", type=float, default=20.0, help="length of the synthetic clip")
     ap.add_argument("--eval-frames", type=int, default=50, help="held-out frames evaluated per avatar")
@@ -207,7 +248,10 @@ def main(argv: list[str] | None = None) -> None:
         subjects = prepare_subjects(args.work, args.size, seconds, real=not args.smoke and "real" in wanted)
         if "synthetic" not in wanted:
             subjects.pop("synthetic")
-        res["quality"] = bench_quality(subjects, args.work, args.minutes, args.size, frames, args.device, args.jobs)
+        budgets = {name: args.minutes if name == "synthetic" else (args.real_minutes or args.minutes) for name in subjects}
+        res["quality"] = bench_quality(subjects, args.work, budgets, args.size, frames, args.device, args.jobs)
+        avatars = {k: Path(q["avatar"]) for k, q in res["quality"].items()}
+        res["trained_speed"] = bench_trained_speed(avatars, subjects, args.runs)
     print(report(res))
     print(f"json: {write_json('render' + ('-smoke' if args.smoke else ''), res)}")
 

@@ -44,7 +44,7 @@ Phase = Literal["warmup", "main", "lip"]
 class OptimConfig:
     """Adam with separate learning rates for the neural fields and the CNN, exponential decay."""
 
-    lr_fields: float = 1e-2  # learning rate of the fields and encodings (tri-planes, field MLPs, codes)
+    lr_fields: float = 2e-2  # learning rate of the fields and encodings (tri-planes, field MLPs, codes)
     lr_cnn: float = 1e-3  # learning rate of the CNN (upsampler / decoder)
     final_lr_ratio: float = 0.1  # the learning rate decays exponentially to this fraction at max_steps
     lr_warmup_steps: int = 100  # linear learning-rate ramp over the first steps
