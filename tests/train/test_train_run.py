@@ -4,6 +4,9 @@ and the CLI commands chain (train-avatar -> export-motion -> render)."""
 from __future__ import annotations
 
 import csv
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -55,7 +58,11 @@ def test_cli_train_export_motion_and_render(tiny_subject: Path, tiny_dbf: dict, 
     flags = [f"--renderer.{k.replace('_', '-')}={v}" for k, v in tiny_dbf.items()]
     args = ["train-avatar", str(tiny_subject), "-o", str(run), "--max-steps", "2", "--accelerator", "cpu",
             "--devices", "1", "--val-every", "0", "--data.image-size", "64", *flags, "-q"]
-    assert main(args) == 0
+    # A real process, so Lightning's own logging set-up is what a user gets: -q leaves no INFO chatter.
+    proc = subprocess.run([sys.executable, "-m", "erlnet.cli", *args], capture_output=True, text=True,
+                          env=os.environ | {"OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "GPU available" not in proc.stderr and "Tip" not in proc.stderr, proc.stderr
     assert load_avatar(run, device="cpu").meta.train_steps == 2
     motion = tmp_path / "held_out.npz"
     assert main(["export-motion", str(tiny_subject), "-o", str(motion), "--split", "test", "-q"]) == 0
