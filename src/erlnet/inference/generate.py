@@ -93,7 +93,7 @@ def speak(text: str) -> tuple[np.ndarray, str]:
     InputError (saying how to install one) when none is on PATH, or when it fails.
     """
     from erlnet.io.audio import load_audio
-    from erlnet.synth.speech import _tts_argv, tts_programs
+    from erlnet.synth.speech import tts_argv, tts_programs
 
     if not text.strip():
         raise InputError("--text is empty")
@@ -105,7 +105,7 @@ def speak(text: str) -> tuple[np.ndarray, str]:
     with tempfile.TemporaryDirectory(prefix="erlnet-tts-") as tmp:
         out = Path(tmp) / "speech.wav"
         try:
-            subprocess.run(_tts_argv(program, exe, text, out), check=True, capture_output=True, timeout=600)
+            subprocess.run(tts_argv(program, exe, text, out), check=True, capture_output=True, timeout=600)
         except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as exc:
             raise InputError(f"text-to-speech with {program} failed ({exc})") from None
         wav = load_audio(out, sr=AUDIO_SR) if out.exists() and out.stat().st_size > 0 else None

@@ -77,7 +77,7 @@ def tts_programs() -> list[str]:
     return [name for name in ("espeak-ng", "espeak", "flite") if shutil.which(name)]
 
 
-def _tts_argv(program: str, exe: str, text: str, out: Path) -> list[str]:
+def tts_argv(program: str, exe: str, text: str, out: Path) -> list[str]:
     if program == "flite":
         return [exe, "-t", text, "-o", str(out)]
     return [exe, "-v", "en-us", "-s", "165", "-w", str(out), text]  # espeak-ng / espeak
@@ -99,7 +99,7 @@ def tts_speech(seconds: float, rng: np.random.Generator, sr: int = SAMPLE_RATE, 
     with tempfile.TemporaryDirectory(prefix="erlnet-tts-") as tmp:
         out = Path(tmp) / "tts.wav"
         try:
-            subprocess.run(_tts_argv(program, exe, text, out), check=True, capture_output=True, timeout=120)
+            subprocess.run(tts_argv(program, exe, text, out), check=True, capture_output=True, timeout=120)
         except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as e:
             raise InputError(f"text-to-speech with {program} failed: {e}") from e
         wav = load_speech_file(out, sr)
