@@ -99,18 +99,28 @@ print(json.dumps(res))
 TRAINED_SPEED_CHILD = """
 import json, sys, time
 import torch
+import torch.nn.functional as F
 from erlnet.inference.render_video import motion_from_subject
 from erlnet.io.subject import Subject
 from erlnet.render.avatar import load_avatar
-avatar, subject, n, batch = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+avatar, subject, n, batch, size = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 av = load_avatar(avatar, device="cuda" if torch.cuda.is_available() else "cpu")
 motion = motion_from_subject(Subject(subject), "all")
-av.render(motion, 0, batch)  # warm-up
+scale = size / av.image_size  # another output size: the same camera with scaled intrinsics (speed only)
+def render(k):
+    cond = av.condition(motion.expression[k:k + batch], motion.blink[k:k + batch],
+                        motion.rotation[k:k + batch], motion.translation[k:k + batch])
+    if scale != 1:
+        cond.K = cond.K.clone()
+        cond.K[:2] *= scale
+        cond.background = F.interpolate(cond.background, size=(size, size), mode="bilinear")
+    with torch.inference_mode():
+        av.renderer(cond)
+render(0)  # warm-up
 t0 = time.perf_counter()
 done = 0
 while done < n:
-    k = batch + done % (len(motion.expression) - 2 * batch)
-    av.render(motion, k, k + batch)
+    render(batch + done % (len(motion.expression) - 2 * batch))
     done += batch
 dt = time.perf_counter() - t0
 """ + CHILD_RSS + """
@@ -118,14 +128,19 @@ print(json.dumps({"per_s": done / dt, "peak_rss_mb": peak_rss_mb}))
 """
 
 
-def bench_trained_speed(avatars: dict[str, Path], subjects: dict[str, Path], runs: int) -> dict[str, Any]:
+def bench_trained_speed(avatars: dict[str, Path], subjects: dict[str, Path], runs: int,
+                        sizes: tuple[int, ...] = (256, 512)) -> dict[str, Any]:
     """Render frames/s of trained avatars (their learnt occupancy skips empty space), one at a time on
-    all cores, median of `runs`; driven by the subject's own motion."""
+    all cores, median of `runs`, driven by the subject's own motion; other sizes than the trained one
+    render the same scene with scaled intrinsics (a speed measurement, not a quality one)."""
     out: dict[str, Any] = {}
     for key, avatar in avatars.items():
         subject = subjects[key.split("/")[0]]
-        res = [run_child(TRAINED_SPEED_CHILD, [str(avatar), str(subject), "40", "4"])[0] for _ in range(runs)]
-        out[key] = {"per_s": median([r["per_s"] for r in res]), "peak_rss_mb": max(r["peak_rss_mb"] for r in res)}
+        for size in sizes:
+            n = "40" if size <= 256 else "12"
+            res = [run_child(TRAINED_SPEED_CHILD, [str(avatar), str(subject), n, "4", str(size)])[0] for _ in range(runs)]
+            out[f"{key} {size}px"] = {"per_s": median([r["per_s"] for r in res]),
+                                      "peak_rss_mb": max(r["peak_rss_mb"] for r in res)}
     return out
 
 
