@@ -12,6 +12,7 @@ from erlnet.errors import InputError
 from erlnet.eval.motion import (
     NearestCentroid,
     av_sync,
+    code_perplexity,
     evaluate_motion,
     format_report,
     lagged_correlation,
@@ -105,6 +106,11 @@ def test_style_features_and_classifier_separate_a_smile_from_a_frown() -> None:
     assert clf.predict(test) == ["angry", "happy"]
 
 
+def test_code_perplexity_counts_codes_in_use() -> None:
+    codes = np.stack([np.repeat(np.arange(4), 5), np.zeros(20, int)], axis=1)  # 4 codes evenly / 1 code
+    assert code_perplexity(codes, 16) == pytest.approx([4.0, 1.0])
+
+
 def _bundle(corpus_root: Path, out: Path) -> Path:
     """An untrained (statistics-only) motion-model bundle for the corpus, marked as trained."""
     from erlnet.inference.animate import save_motion_model
@@ -127,15 +133,19 @@ def test_evaluate_motion_reports_every_method(tmp_path: Path) -> None:
     toy_corpus(tmp_path / "corpus", n_speech=4, n_style=1, seconds=2.0)
     model = _bundle(tmp_path / "corpus", tmp_path / "model")
     res = evaluate_motion(model, tmp_path / "corpus")
-    assert set(res["methods"]) == {"truth", "adf", "regressor", "mean"}
+    assert set(res["methods"]) == {"truth", "vq", "adf", "regressor", "mean"}
     truth = res["methods"]["truth"]
     # In the toy corpus the jaw follows the loudness: tracked truth is in sync at lag 0.
     assert truth["sync_corr"] > 0.8 and truth["sync_offset"] == 0
     assert res["methods"]["mean"]["lmd_mouth_mm"] > 0 and np.isnan(truth["lmd_mouth_mm"])
+    assert res["methods"]["vq"]["lmd_mouth_mm"] > 0 and np.isnan(res["methods"]["vq"]["angular_speed_deg_s"])
+    cb = res["codebooks"]
+    assert 1 <= cb["expression_heldout_perplexity"] <= cb["codebook_size"]
+    assert len(cb["expression_heldout_perplexity_per_slot"]) == cb["levels"] * cb["groups"]
     assert res["style"]["available"] and res["style"]["chance"] == pytest.approx(0.25)
     assert res["style"]["truth_accuracy"] >= 0.5  # toy styles differ by constant smile / brow offsets
     text = format_report(res)
-    assert "adf" in text and "style accuracy" in text
+    assert "adf" in text and "style accuracy" in text and "perplexity" in text
     path = write_report(res, tmp_path / "eval.json")
     assert json.loads(path.read_text())["methods"]["truth"]["lmd_mouth_mm"] is None  # NaN -> null
 
@@ -143,7 +153,7 @@ def test_evaluate_motion_reports_every_method(tmp_path: Path) -> None:
 
     out = tmp_path / "cli.json"
     assert main(["eval-motion", "--model", str(model), "--corpus", str(tmp_path / "corpus"), "-o", str(out), "-q"]) == 0
-    assert set(json.loads(out.read_text())["methods"]) == {"truth", "adf", "regressor", "mean"}
+    assert set(json.loads(out.read_text())["methods"]) == {"truth", "vq", "adf", "regressor", "mean"}
 
 
 def test_evaluate_motion_refuses_a_corpus_of_other_audio_features(tmp_path: Path) -> None:

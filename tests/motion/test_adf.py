@@ -249,12 +249,60 @@ def test_stage1_learns_and_reports(trained):
 
 def test_stage2_overfits_a_tiny_dataset(trained):
     s2 = trained["s2"]
-    for key in ("expression_accuracy", "pose_accuracy"):
-        assert s2[0][key] < 0.3 and s2[-1][key] > 0.8, (key, s2[0][key], s2[-1][key])
+    # Pose: code classification; expression: latents regressed through the frozen decoder.
+    assert s2[0]["pose_accuracy"] < 0.3 and s2[-1]["pose_accuracy"] > 0.8, (s2[0]["pose_accuracy"], s2[-1]["pose_accuracy"])
+    # (The decoded motion cannot get better than what the tiny, briefly trained VQ-VAE reconstructs.)
+    assert s2[-1]["expression_feature"] < 0.75 * s2[0]["expression_feature"]
+    assert s2[-1]["expression_latent"] < 0.6 * s2[0]["expression_latent"]
+    assert s2[-1]["expression_accuracy"] > s2[0]["expression_accuracy"]
     assert s2[-1]["loss"] < 0.3 * s2[0]["loss"]
     assert s2[-1]["contrast"] < s2[0]["contrast"]
-    for key in ("expression_feature", "pose_feature", "sync", "contrast_accuracy"):
+    assert "expression_ce" not in s2[-1] and "pose_latent" not in s2[-1]
+    for key in ("pose_feature", "sync", "contrast_accuracy"):
         assert np.isfinite(s2[-1][key])
+
+
+@pytest.mark.parametrize("expression, pose", [("codes", "latent"), ("latent", "codes")])
+def test_both_decoder_objectives_train_and_generate(expression, pose):
+    cfg = ADFConfig.tiny()
+    cfg.expression_decoder.objective, cfg.pose_decoder.objective = expression, pose
+    cfg.expression_decoder.quantize = cfg.pose_decoder.quantize = False
+    torch.manual_seed(0)
+    model = setup(D, A, cfg, MOUTH, toy_stats(cfg.window))
+    batch = sample_batch(np.random.default_rng(0), cfg.window, 4)
+    model.stage1_losses(batch)  # initialises the codebooks
+    out = model.stage2_losses(batch)
+    out["loss"].backward()
+    other = {"codes": "latent", "latent": "codes"}
+    for name, objective in (("expression", expression), ("pose", pose)):
+        assert (f"{name}_ce" in out) == (objective == "codes") and (f"{name}_latent" in out) == (objective == "latent")
+        assert not hasattr(getattr(model, f"decoder_{name}"), "latent_head" if objective == "codes" else "head")
+        assert f"{name}_{'latent' if other[objective] == 'latent' else 'ce'}" not in out
+    assert model.decoder_expression.ar.blocks[0].qkv.weight.grad is not None
+    c = CLIPS[0]
+    gen = model.generate(c["audio"][:40], *style_of(c))
+    assert gen["expression"].shape == (40, D) and np.isfinite(gen["expression"]).all()
+
+
+def test_reconstruction_codes_a_clip_relative_to_its_mean(trained):
+    """With style_offset the VQ-VAE sees a clip relative to its own mean: shifting the whole clip shifts
+    the reconstruction by exactly as much."""
+    model = trained["model"]
+    c = CLIPS[3]
+    args = (c["blink"], c["rotation"], c["translation"])
+    rec = model.reconstruct(c["expression"], *args)
+    shift = np.linspace(-0.02, 0.02, D).astype(np.float32)
+    moved = model.reconstruct(c["expression"] + shift, *args)
+    assert rec["expression"].shape == (160, D) and rec["blink"].shape == (160,)
+    assert rec["codes"].shape[1:] == (model.config.tokens, model.vq_expression.n_groups)
+    assert np.allclose(moved["expression"], rec["expression"] + shift, atol=1e-5)
+    assert np.array_equal(moved["codes"], rec["codes"])
+    err = np.mean((rec["expression"] - c["expression"]) ** 2)
+    assert err < 0.8 * np.mean((c["expression"] - c["expression"].mean(0)) ** 2)
+    plain = model.reconstruct(c["expression"], *args, quantize=False)
+    assert not np.array_equal(plain["expression"], rec["expression"])
+    with pytest.raises(InputError, match="blink must be"):
+        model.reconstruct(c["expression"], c["blink"][:5], c["rotation"], c["translation"])
 
 
 def test_stage2_leaves_the_vq_vaes_alone(trained):

@@ -9,7 +9,7 @@ import torch
 from scipy.spatial.transform import Rotation
 
 from erlnet.motion.config import StyleConfig
-from erlnet.motion.style import POSE_STYLE_DIM, StyleEncoder, crop_center, pose_style_features
+from erlnet.motion.style import POSE_STYLE_DIM, StyleEncoder, crop_center, group_frames, pose_style_features
 
 
 def tiny_style(**kw) -> StyleConfig:
@@ -110,3 +110,14 @@ def test_style_vectors_tell_styles_apart():
     with torch.no_grad():
         acc = float((head(enc.eval()(x, valid)).argmax(-1) == y).float().mean())
     assert acc > 0.9
+
+
+def test_frames_are_grouped_into_tokens_with_the_padding_masked():
+    x = torch.arange(10.0).view(1, 10, 1).repeat(2, 1, 1)
+    valid = torch.stack([torch.ones(10, dtype=torch.bool), torch.arange(10) < 5])
+    g, v = group_frames(x, valid, 4)
+    assert g.shape == (2, 3, 4) and v.tolist() == [[True, True, True], [True, True, False]]
+    assert g[0, 2].tolist() == [8.0, 9.0, 9.0, 9.0]  # the end repeats the last frame
+    assert g[1, 1].tolist() == [4.0, 4.0, 4.0, 4.0]  # frames after the valid ones repeat the last valid one
+    same, none = group_frames(x, None, 1)
+    assert same is x and none is None

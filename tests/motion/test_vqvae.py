@@ -140,3 +140,46 @@ def test_cached_causal_block_matches_full_pass():
     y = x.clone()
     y[:, 5:] += 1.0
     assert torch.allclose(blk(y, causal=True)[:, :5], full[:, :5], atol=1e-6)
+
+
+def test_residual_levels_sum_their_codes_and_quantise_finer():
+    g = torch.Generator().manual_seed(0)
+    data = torch.randn(1, 2048, 8, generator=g)
+    errors = []
+    for levels in (1, 3):
+        torch.manual_seed(0)
+        q = EMAQuantizer(n_codes=16, code_dim=4, n_groups=2, decay=0.8, levels=levels).train()
+        for _ in range(15):
+            q(data)
+        q.eval()
+        out = q(data)
+        assert out.indices.shape == (1, 2048, 2 * levels)
+        assert torch.equal(q.nearest(data), out.indices)  # tokenising = what the forward pass chose
+        # The code vector is the sum over levels of each level's code.
+        i = out.indices[0, 0]
+        parts = torch.stack([q.codebook[k, i[k]] for k in range(2 * levels)]).view(levels, 2, 4).sum(0)
+        assert torch.allclose(out.z_q[0, 0], parts.flatten(), atol=1e-6)
+        one_hot = torch.nn.functional.one_hot(out.indices, 16).float()
+        assert torch.allclose(q.soft_lookup(one_hot), out.z_q, atol=1e-6)
+        errors.append(float(((out.z_q - data) ** 2).mean()))
+    assert errors[1] < 0.6 * errors[0], errors
+
+
+def test_codes_idle_for_dead_steps_batches_are_restarted():
+    g = torch.Generator().manual_seed(0)
+    for dead_steps, expect_restart in ((5, True), (0, False)):
+        q = EMAQuantizer(n_codes=8, code_dim=2, decay=0.99, dead_fraction=0.0, dead_steps=dead_steps).train()
+        q(torch.randn(1, 256, 2, generator=g))
+        q.codebook[0, 0] = 50.0  # never chosen again; with decay 0.99 its EMA usage stays high for long
+        q.ema_sum[0, 0] = 50.0 * q.ema_count[0, 0]
+        for _ in range(6):
+            q(torch.randn(1, 256, 2, generator=g))
+        assert (float(q.codebook[0, 0].abs().max()) < 10.0) == expect_restart
+
+
+def test_weights_saved_before_idle_counters_still_load():
+    q = EMAQuantizer(n_codes=8, code_dim=2)
+    state = {k: v for k, v in q.state_dict().items() if k != "idle"}
+    fresh = EMAQuantizer(n_codes=8, code_dim=2)
+    fresh.load_state_dict(state)
+    assert torch.equal(fresh.codebook, q.codebook) and not fresh.idle.any()

@@ -25,6 +25,9 @@ else the clip itself):
   classifies those clips' own tracked motion (what the features can do at best).
 - Baselines: "mean" (the training mean expression, head still at the clip's mean pose) and
   "regressor" (the no-VQ audio -> expression net of the bundle; head still as well).
+- Bound: "vq" is the tracked expression passed through the stage-1 VQ-VAE (`ADFModel.reconstruct`):
+  what stage 2 could reproduce at best. `codebooks` reports the perplexity (effective number of codes)
+  of the expression codes on those held-out clips and of the training-time EMA usage.
 """
 
 from __future__ import annotations
@@ -216,7 +219,7 @@ class NearestCentroid:
 
 
 # ---------------------------------------------------------------- the evaluation
-METHODS = ("truth", "adf", "regressor", "mean")
+METHODS = ("truth", "vq", "adf", "regressor", "mean")
 
 
 @dataclass
@@ -355,6 +358,7 @@ def _evaluate(model_dir: str | Path, corpus_dir: str | Path, cfg: EvalConfig, sh
     scores: dict[str, list[ClipScores]] = {m: [] for m in METHODS}
     curves: dict[str, list[np.ndarray]] = {m: [] for m in METHODS}
     gen_frames, gen_seconds = 0, 0.0
+    held_codes: list[np.ndarray] = []
     lags = np.arange(-cfg.max_lag, cfg.max_lag + 1)
     skipped: list[str] = []
     for info in progress(clips, total=len(clips), desc="eval", enabled=show_progress):
@@ -379,6 +383,9 @@ def _evaluate(model_dir: str | Path, corpus_dir: str | Path, cfg: EvalConfig, sh
             "adf": (gen["expression"], gen["rotation"], gen["translation"]),
             "mean": (np.repeat(mean_expr[None], len(clip), axis=0), still_r, still_t),
         }
+        rec = mm.model.reconstruct(clip.expression, clip.blink, clip.rotation, clip.translation, emotion=info.emotion)
+        held_codes.append(rec["codes"].reshape(-1, rec["codes"].shape[-1]))
+        outputs["vq"] = (rec["expression"], None, None)
         if mm.regressor is not None:
             outputs["regressor"] = (mm.regressor.generate(clip.audio, emotion=info.emotion)["expression"],
                                     still_r, still_t)
@@ -390,7 +397,7 @@ def _evaluate(model_dir: str | Path, corpus_dir: str | Path, cfg: EvalConfig, sh
                 curves[m].append(lagged_correlation(tp.mouth_opening(_decode_mm(rep, expr, clip.neutral)), env,
                                                     cfg.max_lag)[1])
     methods = {m: _aggregate(scores[m], curves[m], lags) for m in METHODS if scores[m]}
-    for m in ("regressor", "mean"):  # these baselines do not move the head: no pose numbers
+    for m in ("vq", "regressor", "mean"):  # these rows do not move the head: no pose numbers
         if m in methods:
             for k in ("angular_speed_deg_s", "rotation_range_deg", "translation_speed_mm_s", "translation_range_mm"):
                 methods[m][k] = float("nan")
@@ -400,9 +407,33 @@ def _evaluate(model_dir: str | Path, corpus_dir: str | Path, cfg: EvalConfig, sh
         "methods": methods,
         "generation_x_realtime": (gen_frames / mm.fps) / gen_seconds if gen_seconds > 0 else float("nan"),
         "config": asdict(cfg),
+        "codebooks": _codebook_report(mm.model, held_codes),
     }
     result["style"] = _style_accuracy(corpus, mm, clips, reference, cfg)
     return result
+
+
+def code_perplexity(codes: np.ndarray, n_codes: int) -> np.ndarray:
+    """Perplexity (exp of the entropy of the code histogram) per column of codes (M, S) -> (S,)."""
+    codes = np.asarray(codes)
+    out = []
+    for col in codes.T:
+        p = np.bincount(col, minlength=n_codes) / max(len(col), 1)
+        p = p[p > 0]
+        out.append(float(np.exp(-(p * np.log(p)).sum())))
+    return np.asarray(out)
+
+
+def _codebook_report(model: Any, held_codes: list[np.ndarray]) -> dict[str, Any]:
+    """Codebook usage: EMA statistics from training, and perplexity of the held-out clips' codes."""
+    vq = model.vq_expression
+    out: dict[str, Any] = {"codebook_size": vq.n_codes, "levels": vq.cfg.levels, "groups": vq.cfg.n_groups,
+                           **model.codebook_stats()}
+    if held_codes:
+        per = code_perplexity(np.concatenate(held_codes), vq.n_codes)
+        out["expression_heldout_perplexity"] = float(per.mean())
+        out["expression_heldout_perplexity_per_slot"] = [round(float(v), 1) for v in per]
+    return out
 
 
 def _style_accuracy(corpus: Corpus, mm: MotionModel, speech: list[ClipInfo], reference: str,
@@ -464,6 +495,11 @@ def format_report(result: dict[str, Any]) -> str:
     n = len(result["clips"]) - len(result["skipped_clips"])
     lines.insert(0, f"motion evaluation on {n} held-out clips (driven by their own audio); "
                     f"generation {result['generation_x_realtime']:.0f}x real time")
+    cb = result.get("codebooks")
+    if cb:
+        lines.append(f"expression codebooks ({cb['levels']} level(s) x {cb['groups']} group(s) x {cb['codebook_size']} "
+                     f"codes): perplexity {_fmt(cb.get('expression_heldout_perplexity'), '.0f')} on the held-out clips, "
+                     f"{_fmt(cb.get('expression_perplexity'), '.0f')} in training (EMA); vq row = stage-1 reconstruction")
     st = result["style"]
     if st.get("available"):
         parts = [f"{k[:-9]} {_fmt(v, '.0%')}" for k, v in st.items() if k.endswith("_accuracy")]

@@ -65,6 +65,8 @@ class MotionBatch:
     (B, S, 3, 3), style_translation (B, S, 3), style_valid (B, S) bool (clips padded to one length).
     ref_rotation (B, 3, 3), ref_translation (B, 3): the clip's mean head pose, the reference the
     first pose is described against (falls back to the style clip's, else the window's, mean pose).
+    ref_expression (B, D): the clip's mean expression, what stage 1 codes a window relative to when
+    `ADFConfig.style_offset` is on (falls back to the style clip's, else the window's, mean).
     """
 
     expression: Tensor
@@ -80,6 +82,7 @@ class MotionBatch:
     style_valid: Tensor | None = None
     ref_rotation: Tensor | None = None
     ref_translation: Tensor | None = None
+    ref_expression: Tensor | None = None
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> MotionBatch:
@@ -120,6 +123,8 @@ def _check_batch(batch: MotionBatch, expression_dim: int, audio_dim: int | None,
     want = {"blink": (b, w), "rotation": (b, w, 3, 3), "translation": (b, w, 3), "emotion": (b,)}
     if batch.valid is not None:
         want["valid"] = (b, w)
+    if batch.ref_expression is not None:
+        want["ref_expression"] = (b, expression_dim)
     if audio_dim is not None:
         if batch.audio is None:
             raise InputError("motion batch: stage 2 needs audio features")
@@ -259,12 +264,15 @@ class CodeDecoder(nn.Module):
     """Predicts a window's VQ tokens from audio, a style vector, the emotion and the first pose.
 
     A bidirectional transformer reads the audio at token rate (so each token sees the whole window's
-    speech, including what comes next); an autoregressive transformer then predicts token i from
-    tokens < i plus the audio context of token i.
+    speech, including what comes next). With the "codes" objective an autoregressive transformer then
+    predicts token i's code indices from tokens < i plus the audio context of token i; with the
+    "latent" objective a bidirectional transformer regresses every token's latent vector at once
+    (`regress`), which the VQ quantiser snaps to codes.
     """
 
     def __init__(self, audio_dim: int, style_dim: int, n_emotions: int, emotion_dim: int, n_codes: int,
-                 n_groups: int, downsample: int, cfg: DecoderConfig, pose_dim: int = 6) -> None:
+                 n_groups: int, downsample: int, cfg: DecoderConfig, pose_dim: int = 6,
+                 latent_dim: int = 0) -> None:
         super().__init__()
         self.cfg, self.n_codes, self.n_groups, self.downsample = cfg, n_codes, n_groups, downsample
         d = cfg.d_model
@@ -272,10 +280,24 @@ class CodeDecoder(nn.Module):
         self.emotion = nn.Embedding(n_emotions, emotion_dim)
         self.cond = nn.Linear(style_dim + emotion_dim + pose_dim, d)
         self.context_net = Transformer(d, cfg.n_context_layers, cfg.n_heads, 4, cfg.dropout)
-        self.code_emb = nn.Embedding(n_groups * n_codes, d)
-        self.bos = nn.Parameter(torch.zeros(1, 1, d))
         self.ar = Transformer(d, cfg.n_layers, cfg.n_heads, 4, cfg.dropout)
-        self.head = nn.Linear(d, n_groups * n_codes)
+        if cfg.objective == "codes":
+            self.code_emb = nn.Embedding(n_groups * n_codes, d)
+            self.bos = nn.Parameter(torch.zeros(1, 1, d))
+            self.head = nn.Linear(d, n_groups * n_codes)
+        else:
+            if latent_dim < 1:
+                raise InputError("a latent code decoder needs the latent width of its VQ-VAE")
+            self.latent_head = nn.Linear(d, latent_dim)
+
+    @property
+    def regresses(self) -> bool:
+        """True for the "latent" objective."""
+        return self.cfg.objective == "latent"
+
+    def regress(self, ctx: Tensor) -> Tensor:
+        """"latent" objective: ctx (B, N, d) -> latent vectors (B, N, latent_dim), all tokens at once."""
+        return self.latent_head(self.ar(ctx))
 
     def context(self, audio: Tensor, style: Tensor, emotion: Tensor, pose0: Tensor) -> Tensor:
         """audio (B, W, audio_dim), style (B, style_dim), emotion (B,), pose0 (B, 6) -> (B, N, d)."""
@@ -401,10 +423,12 @@ class ADFModel(nn.Module):
         self.style_pose = StyleEncoder(POSE_STYLE_DIM, c.style)
         self.audio_proj = AudioProjection(audio_dim, c.audio_dim_model, c.expression_decoder.dropout)
         self.decoder_expression = CodeDecoder(c.audio_dim_model, c.style.style_dim, n_emo, c.emotion_dim,
-                                              c.expression_vq.codebook_size, c.expression_vq.n_groups,
-                                              c.downsample, c.expression_decoder)
+                                              c.expression_vq.codebook_size, self.vq_expression.n_groups,
+                                              c.downsample, c.expression_decoder,
+                                              latent_dim=self.vq_expression.latent_dim)
         self.decoder_pose = CodeDecoder(c.audio_dim_model, c.style.style_dim, n_emo, c.emotion_dim,
-                                        c.pose_vq.codebook_size, c.pose_vq.n_groups, c.downsample, c.pose_decoder)
+                                        c.pose_vq.codebook_size, self.vq_pose.n_groups, c.downsample, c.pose_decoder,
+                                        latent_dim=self.vq_pose.latent_dim)
         self.contrast = SpeechContrast(c.audio_dim_model, len(mouth_columns), c.contrast)
         self._stage1_frozen = False
 
@@ -464,9 +488,32 @@ class ADFModel(nn.Module):
         drop = torch.rand(emotion.shape, device=emotion.device) < p
         return torch.where(drop, torch.full_like(emotion, UNKNOWN_EMOTION), emotion)
 
-    def _expression_input(self, expression: Tensor, blink: Tensor) -> Tensor:
-        """(B, W, D), (B, W) -> VQ input (B, W, E + 1)."""
-        return torch.cat([self.norm.expression(expression), blink[..., None]], dim=-1)
+    def _expression_input(self, expression: Tensor, blink: Tensor, offset: Tensor | None = None) -> Tensor:
+        """(B, W, D), (B, W), normalised offset (B, E) or None -> VQ input (B, W, E + 1)."""
+        z = self.norm.expression(expression)
+        if offset is not None:
+            z = z - offset[:, None]
+        return torch.cat([z, blink[..., None]], dim=-1)
+
+    def _mean_expression(self, expression: Tensor, valid: Tensor | None) -> Tensor | None:
+        """Normalised mean expression (B, E) of clips (B, S, D) over valid (B, S) frames; None when
+        `style_offset` is off (expressions are then coded as they are)."""
+        if not self.config.style_offset:
+            return None
+        z = self.norm.expression(expression)
+        if valid is None:
+            return z.mean(1)
+        w = valid.to(z.dtype)[..., None]
+        return (z * w).sum(1) / w.sum(1).clamp_min(1.0)
+
+    def _stage1_offset(self, batch: MotionBatch) -> Tensor | None:
+        """What stage 1 codes a window relative to: the clip's mean expression, else the style clip's,
+        else the window's own."""
+        if batch.ref_expression is not None:
+            return self._mean_expression(batch.ref_expression[:, None], None)
+        if batch.style_expression is not None:
+            return self._mean_expression(batch.style_expression, batch.style_valid)
+        return self._mean_expression(batch.expression, batch.valid)
 
     def _reference(self, batch: MotionBatch) -> tuple[Tensor, Tensor]:
         if batch.ref_rotation is not None and batch.ref_translation is not None:
@@ -523,7 +570,7 @@ class ADFModel(nn.Module):
         emo = self._emotion(batch.emotion)
         r_ref, t_ref = self._reference(batch)
         pose0 = self._pose0(batch.rotation[:, 0], batch.translation[:, 0], r_ref, t_ref)
-        x_e = self._expression_input(batch.expression, batch.blink)
+        x_e = self._expression_input(batch.expression, batch.blink, self._stage1_offset(batch))
         x_p = pose_deltas(batch.rotation, batch.translation) / self.norm.delta_scale
         out_e = self.vq_expression(x_e, emo, pose0)
         out_p = self.vq_pose(x_p, emo, pose0)
@@ -548,9 +595,10 @@ class ADFModel(nn.Module):
         return s_e, self.style_pose(feats, style_valid)
 
     def stage2_losses(self, batch: MotionBatch) -> dict[str, Tensor]:
-        """Code-prediction losses (freezes the VQ-VAEs on first use). Keys: loss, expression_ce,
-        pose_ce, expression_accuracy, pose_accuracy (teacher-forced), expression_feature, pose_feature,
-        contrast, contrast_accuracy, sync."""
+        """Stage-2 losses (freezes the VQ-VAEs on first use). Keys: loss, expression_accuracy and
+        pose_accuracy (codes right: teacher-forced for the "codes" objective, snapped latents for
+        "latent"), expression_ce / pose_ce ("codes"), expression_latent / pose_latent ("latent"),
+        expression_feature, pose_feature (decoded motion vs. target), contrast, contrast_accuracy, sync."""
         self.norm.check_ready()
         if not self._stage1_frozen:
             self.freeze_stage1()
@@ -562,7 +610,9 @@ class ADFModel(nn.Module):
         emo = self._emotion(batch.emotion)
         r_ref, t_ref = self._reference(batch)
         pose0 = self._pose0(batch.rotation[:, 0], batch.translation[:, 0], r_ref, t_ref)
-        x_e = self._expression_input(batch.expression, batch.blink)
+        # At generation only the style clip is known: its mean is the offset to predict relative to.
+        x_e = self._expression_input(batch.expression, batch.blink,
+                                     self._mean_expression(batch.style_expression, batch.style_valid))
         x_p = pose_deltas(batch.rotation, batch.translation) / self.norm.delta_scale
         with torch.no_grad():
             codes_e = self.vq_expression.tokenize(x_e, emo, pose0)
@@ -573,31 +623,73 @@ class ADFModel(nn.Module):
         audio = self.audio_proj(self.norm.audio(batch.audio))
         s_e, s_p = self._styles(batch.style_expression, batch.style_rotation, batch.style_translation,
                                 batch.style_valid)
-        logits_e = self.decoder_expression(self.decoder_expression.context(audio, s_e, emo, pose0), codes_e)
-        logits_p = self.decoder_pose(self.decoder_pose.context(audio, s_p, emo, pose0), codes_p)
+        ctx_e = self.decoder_expression.context(audio, s_e, emo, pose0)
+        ctx_p = self.decoder_pose.context(audio, s_p, emo, pose0)
         out: dict[str, Tensor] = {}
-        out["expression_ce"], out["expression_accuracy"] = code_cross_entropy(logits_e, codes_e, tok_valid)
-        out["pose_ce"], out["pose_accuracy"] = code_cross_entropy(logits_p, codes_p, tok_valid)
-        loss = out["expression_ce"] + out["pose_ce"]
+        loss = audio.new_zeros(())
+        pred_e = pred_p = None  # decoded predictions (B, W, E + 1) and (B, W, 6) for the feature losses
+        if self.decoder_expression.regresses:
+            loss_e, pred_e = self._latent_losses("expression", self.vq_expression, self.decoder_expression, ctx_e,
+                                                 x_e, codes_e, emo, pose0, tok_valid, out)
+            loss = loss + loss_e
+        if self.decoder_pose.regresses:
+            loss_p, pred_p = self._latent_losses("pose", self.vq_pose, self.decoder_pose, ctx_p, x_p, codes_p, emo,
+                                                 pose0, tok_valid, out)
+            loss = loss + loss_p
+        fe, fp = c.expression_decoder.feature_weight, c.pose_decoder.feature_weight
+        if not self.decoder_expression.regresses:
+            logits_e = self.decoder_expression(ctx_e, codes_e)
+            out["expression_ce"], out["expression_accuracy"] = code_cross_entropy(logits_e, codes_e, tok_valid)
+            loss = loss + out["expression_ce"]
+            if fe > 0:
+                pred_e = self.vq_expression.decode(
+                    self.vq_expression.quantizer.soft_lookup(logits_e.softmax(-1)), emo, pose0)
+        if not self.decoder_pose.regresses:
+            logits_p = self.decoder_pose(ctx_p, codes_p)
+            out["pose_ce"], out["pose_accuracy"] = code_cross_entropy(logits_p, codes_p, tok_valid)
+            loss = loss + out["pose_ce"]
+            if fp > 0:
+                pred_p = self.vq_pose.decode(self.vq_pose.quantizer.soft_lookup(logits_p.softmax(-1)), emo, pose0)
 
         mouth_gt = self.norm.mouth(x_e[..., :-1])
         out["contrast"], out["contrast_accuracy"] = self.contrast(audio, mouth_gt, batch.valid)
         loss = loss + c.contrast.weight * out["contrast"]
 
-        fe, fp = c.expression_decoder.feature_weight, c.pose_decoder.feature_weight
-        if fe > 0 or fp > 0:
-            soft_e = self.vq_expression.decode(
-                self.vq_expression.quantizer.soft_lookup(logits_e.softmax(-1)), emo, pose0)
-            soft_p = self._pose_recon(self.vq_pose.decode(
-                self.vq_pose.quantizer.soft_lookup(logits_p.softmax(-1)), emo, pose0))
-            rec = self._recon_losses(soft_e, x_e, soft_p, x_p, batch.valid)
-            out["expression_feature"], out["pose_feature"] = rec["expression_total"], rec["pose_total"]
-            loss = loss + fe * out["expression_feature"] + fp * out["pose_feature"]
-            if c.contrast.sync_weight > 0:
-                out["sync"] = self._sync_loss(audio, self.norm.mouth(soft_e[..., :-1]), batch.valid)
+        if pred_e is not None or pred_p is not None:
+            # Unused halves get the target itself: zero loss, and one code path for the pair.
+            rec = self._recon_losses(x_e if pred_e is None else pred_e, x_e,
+                                     x_p if pred_p is None else self._pose_recon(pred_p), x_p, batch.valid)
+            if pred_e is not None:
+                out["expression_feature"] = rec["expression_total"]
+                loss = loss + fe * out["expression_feature"]
+            if pred_p is not None:
+                out["pose_feature"] = rec["pose_total"]
+                loss = loss + fp * out["pose_feature"]
+            if pred_e is not None and c.contrast.sync_weight > 0:
+                out["sync"] = self._sync_loss(audio, self.norm.mouth(pred_e[..., :-1]), batch.valid)
                 loss = loss + c.contrast.sync_weight * out["sync"]
         out["loss"] = loss
         return out
+
+    def _latent_losses(self, name: str, vq: SequenceVQVAE, decoder: CodeDecoder, ctx: Tensor, x: Tensor,
+                       codes: Tensor, emo: Tensor, pose0: Tensor, tok_valid: Tensor | None,
+                       out: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """"latent" objective of one decoder: MSE of the predicted latents (B, N, L) to the VQ encoder's
+        (scaled to unit variance), plus their decoding (B, W, F) for the feature loss. Logs
+        `{name}_latent` and `{name}_accuracy` (share of first-level codes the prediction snaps to)."""
+        with torch.no_grad():
+            target = vq.encode(x, emo, pose0)
+            var = target.var().clamp_min(1e-8)
+        z = decoder.regress(ctx)
+        out[f"{name}_latent"] = masked_mse(z, target, tok_valid) / var
+        if decoder.cfg.quantize:
+            # Straight-through: the decoder sees codebook vectors as at generation, gradients reach z.
+            z = z + (vq.quantizer.lookup(vq.quantizer.nearest(z.detach())) - z).detach()
+        g = vq.cfg.n_groups
+        hit = (vq.quantizer.nearest(z.detach())[..., :g] == codes[..., :g]).float().mean(-1)
+        out[f"{name}_accuracy"] = hit.mean() if tok_valid is None else \
+            (hit * tok_valid).sum() / tok_valid.sum().clamp_min(1.0)
+        return decoder.cfg.latent_weight * out[f"{name}_latent"], vq.decode(z, emo, pose0)
 
     def _sync_loss(self, audio: Tensor, mouth_pred: Tensor, valid: Tensor | None) -> Tensor:
         """InfoNCE of the generated mouth against the audio, through a frozen copy of the contrast module:
@@ -666,13 +758,18 @@ class ADFModel(nn.Module):
                                                      t_pose, gen_pose)
             pose0 = self._pose0(rot_w[:, 0], trans_w[:, 0], r_ref, t_ref)
             ctx = self.decoder_expression.context(feats, s_e.expand(n, -1), emo, pose0)
-            noise = self._noise(n, self.vq_expression, t_exp, gen_expr)
-            codes = self.decoder_expression.sample(ctx, t_exp, c.expression_decoder.top_k, noise)
-            if c.continue_windows and n > 1:
-                codes = self._continue_windows(self.decoder_expression, ctx, codes, starts, t_exp,
-                                               c.expression_decoder.top_k, noise)
-            x = self.vq_expression.decode_indices(codes, emo, pose0)  # (n, W, E + 1)
-            expression = self.norm.expression_inverse(blend(x[..., :-1], starts, n_frames))
+            if self.decoder_expression.regresses:
+                x = self._decode_latents(self.vq_expression, self.decoder_expression, ctx, emo, pose0)
+            else:
+                noise = self._noise(n, self.vq_expression, t_exp, gen_expr)
+                codes = self.decoder_expression.sample(ctx, t_exp, c.expression_decoder.top_k, noise)
+                if c.continue_windows and n > 1:
+                    codes = self._continue_windows(self.decoder_expression, ctx, codes, starts, t_exp,
+                                                   c.expression_decoder.top_k, noise)
+                x = self.vq_expression.decode_indices(codes, emo, pose0)  # (n, W, E + 1)
+            z = blend(x[..., :-1], starts, n_frames)
+            offset = self._mean_expression(s_expr[None], None)
+            expression = self.norm.expression_inverse(z if offset is None else z + offset)
             blink = blend(x[..., -1], starts, n_frames).clamp(0.0, 1.0)
             if pose_mode == "static":
                 rotation = r_first.expand(n_frames, 3, 3)
@@ -688,6 +785,58 @@ class ADFModel(nn.Module):
 
         return {"expression": np32(expression), "blink": np32(blink), "rotation": np32(rotation),
                 "translation": np32(translation)}
+
+    @torch.inference_mode()
+    def reconstruct(self, expression: Tensor | np.ndarray, blink: Tensor | np.ndarray, rotation: Tensor | np.ndarray,
+                    translation: Tensor | np.ndarray, emotion: str | None = None,
+                    quantize: bool = True) -> dict[str, np.ndarray]:
+        """Stage-1 round trip of a tracked clip through the expression VQ-VAE, window by window as in
+        `generate` (what stage 2 can at best reproduce). expression (T, D), blink (T,), rotation (T, 3, 3),
+        translation (T, 3) m; quantize=False skips the codebooks (the autoencoder alone). Returns float32
+        expression (T, D), blink (T,) and the code indices (n_windows, tokens, slots) int64."""
+        self.norm.check_ready()
+        c = self.config
+        expr = _as_tensor(expression, "expression")
+        n_frames = expr.shape[0]
+        if expr.ndim != 2 or expr.shape[1] != self.expression_dim or n_frames < 1:
+            raise InputError(f"expression must be (T, {self.expression_dim}), got shape {tuple(expr.shape)}")
+        bl = _as_tensor(blink, "blink")
+        if tuple(bl.shape) != (n_frames,):
+            raise InputError(f"blink must be ({n_frames},), got shape {tuple(bl.shape)}")
+        rot, trans = _check_pose_seq(rotation, translation, n_frames, "clip")
+        dev = self.norm.expression_mean.device
+        expr, bl, rot, trans = (x.to(dev) for x in (expr, bl, rot, trans))
+        was_training = self.training
+        self.eval()
+        try:
+            starts = window_starts(n_frames, c.window, c.overlap, c.downsample)
+            n = len(starts)
+            offset = self._mean_expression(expr[None], None)
+            x = cut_windows(self._expression_input(expr[None], bl[None], offset)[0], starts, c.window)
+            r_w, t_w = cut_windows(rot, starts, c.window), cut_windows(trans, starts, c.window)
+            r_ref, t_ref = mean_pose(rot[None], trans[None])
+            pose0 = self._pose0(r_w[:, 0], t_w[:, 0], r_ref, t_ref)
+            emo = torch.full((n,), emotion_index(emotion), dtype=torch.long, device=dev)
+            vq = self.vq_expression
+            z = vq.encode(x, emo, pose0)
+            codes = vq.quantizer.nearest(z)
+            out = vq.decode(vq.quantizer.lookup(codes) if quantize else z, emo, pose0)
+            zz = blend(out[..., :-1], starts, n_frames)
+            recon = self.norm.expression_inverse(zz if offset is None else zz + offset[0])
+            blink_out = blend(out[..., -1], starts, n_frames).clamp(0.0, 1.0)
+        finally:
+            self.train(was_training)
+        return {"expression": recon.cpu().numpy().astype(np.float32),
+                "blink": blink_out.cpu().numpy().astype(np.float32), "codes": codes.cpu().numpy()}
+
+    def _decode_latents(self, vq: SequenceVQVAE, decoder: CodeDecoder, ctx: Tensor, emo: Tensor,
+                        pose0: Tensor) -> Tensor:
+        """"latent" objective: regressed latents, snapped to their nearest codes when `quantize`, decoded
+        by the frozen VQ decoder -> (n, W, F)."""
+        z = decoder.regress(ctx)
+        if decoder.cfg.quantize:
+            z = vq.quantizer.lookup(vq.quantizer.nearest(z))
+        return vq.decode(z, emo, pose0)
 
     def _continue_windows(self, decoder: CodeDecoder, ctx: Tensor, codes: Tensor, starts: list[int],
                           temperature: float, top_k: int, noise: Tensor | None) -> Tensor:
@@ -726,8 +875,12 @@ class ADFModel(nn.Module):
         for _ in range(c.pose_passes):
             pose0 = self._pose0(r0, t0, r_ref, t_ref)
             ctx = self.decoder_pose.context(feats, s_p.expand(n, -1), emo, pose0)
-            codes = self.decoder_pose.sample(ctx, temperature, c.pose_decoder.top_k, noise)
-            deltas = self._pose_recon(self.vq_pose.decode_indices(codes, emo, pose0)) * self.norm.delta_scale
+            if self.decoder_pose.regresses:
+                x = self._decode_latents(self.vq_pose, self.decoder_pose, ctx, emo, pose0)
+            else:
+                codes = self.decoder_pose.sample(ctx, temperature, c.pose_decoder.top_k, noise)
+                x = self.vq_pose.decode_indices(codes, emo, pose0)
+            deltas = self._pose_recon(x) * self.norm.delta_scale
             rots, transes = chain_windows(deltas, starts, r_first, t_first)
             r0, t0 = rots[:, 0], transes[:, 0]
         return rots, transes

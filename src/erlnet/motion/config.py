@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import numpy as np
 
@@ -44,13 +44,15 @@ class VQConfig:
     n_layers: int = 3  # transformer blocks in the encoder and again in the decoder
     n_heads: int = 4  # attention heads
     ff_mult: int = 4  # feed-forward width = ff_mult * d_model
-    dropout: float = 0.1  # dropout in the transformer blocks
+    dropout: float = 0.0  # dropout in the transformer blocks (an autoencoder underfits long before it overfits)
     codebook_size: int = 256  # codes per codebook
     code_dim: int = 32  # width of one code
     n_groups: int = 2  # codebooks per token (product quantisation: token = n_groups codes)
+    levels: int = 1  # residual quantisation levels (each level codes what the previous ones left over)
     ema_decay: float = 0.99  # EMA decay of the codebook statistics
     commitment: float = 0.25  # weight of the commitment loss (encoder output -> its code)
     dead_fraction: float = 0.03  # a code whose EMA usage falls below this fraction of the mean is restarted
+    dead_steps: int = 20  # ... as is a code no input chose for this many training batches (0 = off)
     velocity_weight: float = 0.5  # weight of the frame-to-frame velocity reconstruction loss
     blink_weight: float = 1.0  # weight of the blink reconstruction loss (expression VQ only)
 
@@ -65,12 +67,20 @@ class StyleConfig:
     style_dim: int = 128  # width of a style vector
     dropout: float = 0.1  # dropout in the transformer blocks
     max_frames: int = 250  # longer clips are centre-cropped to this many frames (bounds the attention cost)
+    downsample: int = 4  # frames per transformer token
 
 
 @dataclass
 class DecoderConfig:
-    """A code decoder: audio context encoder + autoregressive transformer over the VQ tokens of a window."""
+    """A code decoder: audio context encoder + a transformer over the VQ tokens of a window.
 
+    objective "codes": the second transformer is autoregressive and classifies each token's code
+    indices (cross-entropy; sampled or greedy at generation). objective "latent": it reads all tokens
+    at once and regresses the VQ encoder's latent vectors, trained mainly through the frozen VQ decoder
+    (loss on the decoded motion); at generation the latents are snapped to their nearest codes.
+    """
+
+    objective: Literal["codes", "latent"] = "codes"  # what the decoder predicts per token (see above)
     d_model: int = 192  # transformer width
     n_context_layers: int = 2  # bidirectional blocks over the audio tokens
     n_layers: int = 3  # causal blocks over the code tokens
@@ -78,7 +88,9 @@ class DecoderConfig:
     dropout: float = 0.1  # dropout in the transformer blocks
     temperature: float = 0.0  # sampling temperature at generation; 0 = greedy (most likely code)
     top_k: int = 0  # sample among the k most likely codes (0 = all)
-    feature_weight: float = 0.1  # weight of the feature loss (soft codes -> frozen VQ decoder -> target motion)
+    feature_weight: float = 0.1  # weight of the feature loss (predicted codes or latents -> frozen VQ decoder -> target motion)
+    latent_weight: float = 0.1  # objective "latent": weight of the MSE to the VQ encoder's latents (unit variance)
+    quantize: bool = True  # objective "latent": decode the nearest codes of the predicted latents (False: the latents)
 
 
 @dataclass
@@ -108,11 +120,19 @@ class ADFConfig:
     min_style_frames: int = 25  # shortest style clip accepted (1 s at 25 fps)
     continue_windows: bool = True  # generation: a second expression pass in which each window continues the previous one's tokens
     pose_passes: int = 2  # generation: parallel pose decoding passes, each conditioned on the previous pass's start poses
-    expression_vq: VQConfig = field(default_factory=VQConfig)
+    style_offset: bool = True  # code expressions relative to a mean expression (the clip's in stage 1, the style
+    # clip's in stage 2 and at generation) and add it back: carries the static part of a style (a smile, raised brows,
+    # a speaker's resting mouth) whatever the training data's styles
+    # Residual levels: one level of 2 x 256 codes per 4 frames cannot hold the mouth's detail (held-out
+    # reconstruction ~1.1 mm mouth LMD); four levels reach ~0.6 mm for the same training time.
+    expression_vq: VQConfig = field(default_factory=lambda: VQConfig(levels=4))
     pose_vq: VQConfig = field(default_factory=lambda: VQConfig(d_model=96, n_layers=2, codebook_size=128,
                                                                 code_dim=16, n_groups=1, blink_weight=0.0))
     style: StyleConfig = field(default_factory=StyleConfig)
-    expression_decoder: DecoderConfig = field(default_factory=DecoderConfig)
+    # Expression: latents regressed through the frozen VQ decoder (per-frame accuracy); classifying codes
+    # with cross-entropy learns far more slowly on a small corpus and its greedy tokens lose mouth detail.
+    expression_decoder: DecoderConfig = field(default_factory=lambda: DecoderConfig(objective="latent",
+                                                                                    feature_weight=1.0))
     # Head motion is only loosely tied to speech: sampling gives lively, varied motion where greedy
     # decoding tends towards a still head.
     pose_decoder: DecoderConfig = field(default_factory=lambda: DecoderConfig(d_model=128, n_layers=2,
@@ -132,7 +152,7 @@ class ADFConfig:
             expression_vq=VQConfig(**vq, n_groups=2),
             pose_vq=VQConfig(**vq, n_groups=1, blink_weight=0.0),
             style=StyleConfig(d_model=32, n_layers=1, n_heads=2, style_dim=16, dropout=0.0, max_frames=64),
-            expression_decoder=DecoderConfig(**dec),
+            expression_decoder=DecoderConfig(**dec, objective="latent", feature_weight=1.0),
             pose_decoder=DecoderConfig(**dec, temperature=1.0, top_k=4),
             contrast=ContrastConfig(sub_window=4, embed_dim=16, hidden=32),
         )
@@ -202,7 +222,8 @@ class RegressorConfig:
 
 _NON_NEGATIVE = frozenset({"overlap", "pca_dim", "emotion_dropout", "dropout", "temperature", "top_k",
                            "feature_weight", "weight", "sync_weight", "velocity_weight", "blink_weight",
-                           "commitment", "dead_fraction"})
+                           "commitment", "dead_fraction", "dead_steps", "latent_weight"})
+_CHOICES: dict[str, tuple[str, ...]] = {"objective": get_args(Literal["codes", "latent"])}
 
 
 def _check_numbers(cfg: Any, what: str) -> None:
@@ -210,6 +231,10 @@ def _check_numbers(cfg: Any, what: str) -> None:
     for f in dataclasses.fields(cfg):
         v = getattr(cfg, f.name)
         if dataclasses.is_dataclass(v):
+            continue
+        if f.name in _CHOICES:
+            if v not in _CHOICES[f.name]:
+                raise InputError(f"{what}: {f.name} must be one of {', '.join(_CHOICES[f.name])}, got {v!r}")
             continue
         if f.type == "bool":
             if not isinstance(v, (bool, np.bool_)):

@@ -32,20 +32,45 @@ class AttentionPool(nn.Module):
 
 
 class StyleEncoder(nn.Module):
-    """Sequence (B, S, in_dim) with valid-frame mask (B, S) -> style vector (B, style_dim)."""
+    """Sequence (B, S, in_dim) with valid-frame mask (B, S) -> style vector (B, style_dim).
+
+    Frames are grouped `cfg.downsample` at a time into one token (a style is a slow property; this
+    divides the cost of the transformer, the largest part of a stage-2 step, by about that factor).
+    """
 
     def __init__(self, in_dim: int, cfg: StyleConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        self.inp = nn.Linear(in_dim, cfg.d_model)
+        self.inp = nn.Linear(in_dim * cfg.downsample, cfg.d_model)
         self.body = Transformer(cfg.d_model, cfg.n_layers, cfg.n_heads, 4, cfg.dropout)
         self.pool = AttentionPool(cfg.d_model, cfg.n_heads)
         self.out = nn.Linear(cfg.d_model, cfg.style_dim)
 
     def forward(self, x: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
         x, valid = crop_center(x, valid, self.cfg.max_frames)
+        x, valid = group_frames(x, valid, self.cfg.downsample)
         h = self.inp(x) + sinusoid(x.shape[1], self.cfg.d_model, x.device)
         return self.out(self.pool(self.body(h, valid=valid), valid))
+
+
+def group_frames(x: torch.Tensor, valid: torch.Tensor | None, n: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(B, S, F) -> (B, ceil(S / n), n F): n consecutive frames per token; a token is valid when one of
+    its frames is. Invalid frames (and the padding of the end) repeat the last valid frame before them,
+    so a clip gives the same tokens whatever padding follows it in a batch."""
+    if n == 1:
+        return x, valid
+    b, s = x.shape[:2]
+    if valid is not None:
+        pos = torch.arange(s, device=x.device).expand(b, s)
+        last = torch.where(valid, pos, torch.zeros_like(pos)).cummax(1).values
+        x = torch.gather(x, 1, last.view(b, s, *([1] * (x.ndim - 2))).expand_as(x))
+    pad = -s % n
+    if pad:
+        x = torch.cat([x, x[:, -1:].expand(b, pad, *x.shape[2:])], dim=1)
+        if valid is not None:
+            valid = torch.cat([valid, torch.zeros(b, pad, dtype=valid.dtype, device=valid.device)], dim=1)
+    x = x.reshape(b, (s + pad) // n, -1)
+    return x, None if valid is None else valid.reshape(b, -1, n).any(-1)
 
 
 def crop_center(x: torch.Tensor, valid: torch.Tensor | None, max_frames: int

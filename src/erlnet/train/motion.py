@@ -69,7 +69,7 @@ class MotionDataConfig:
     num_workers: int = 0  # DataLoader worker processes
     stride: int = 4  # frames between the starts of indexed training windows
     style_min_frames: int = 50  # shortest style clip given to stage 2 (raised to the model's min_style_frames)
-    style_max_frames: int = 200  # longest style clip given to stage 2
+    style_max_frames: int = 100  # longest style clip given to stage 2 (the style encoders are most of a step's cost)
     same_clip_style: float = 0.5  # chance the style clip comes from the window's own clip (else another clip
     # of the same speaker and style label, when there is one)
     val_windows: int = 64  # held-out windows scored at each validation
@@ -80,8 +80,8 @@ class MotionDataConfig:
 class MotionOptimConfig:
     """AdamW with linear warm-up and cosine decay, per phase."""
 
-    lr_stage1: float = 3e-4  # peak learning rate of the VQ-VAEs
-    lr_stage2: float = 3e-4  # peak learning rate of stage 2
+    lr_stage1: float = 2e-3  # peak learning rate of the VQ-VAEs
+    lr_stage2: float = 1e-3  # peak learning rate of stage 2
     lr_regressor: float = 1e-3  # peak learning rate of the baseline
     weight_decay: float = 0.01  # AdamW weight decay
     warmup_steps: int = 200  # linear warm-up at the start of each phase
@@ -100,8 +100,8 @@ class MotionTrainConfig:
     trainer: TrainerConfig = field(default_factory=lambda: TrainerConfig(val_every=500, checkpoint_every=500))
     data: MotionDataConfig = field(default_factory=MotionDataConfig)
     optim: MotionOptimConfig = field(default_factory=MotionOptimConfig)
-    model: ADFConfig = field(default_factory=ADFConfig)
-    regressor: RegressorConfig = field(default_factory=RegressorConfig)
+    model: ADFConfig = field(default_factory=lambda: ADFConfig(pca_dim=64))  # 64 components: 0.1 mm mouth LMD
+    regressor: RegressorConfig = field(default_factory=lambda: RegressorConfig(pca_dim=64))
 
     def steps(self, phase: Phase) -> int:
         return {"stage1": self.stage1_steps, "stage2": self.stage2_steps, "regressor": self.regressor_steps}[phase]
@@ -113,6 +113,12 @@ def reference_pose(clip: ClipData) -> tuple[np.ndarray, np.ndarray]:
     ok = clip.valid if clip.valid.any() else np.ones(len(clip), bool)
     return (mean_rotation(clip.rotation[ok]).astype(np.float32),
             clip.translation[ok].astype(np.float64).mean(axis=0).astype(np.float32))
+
+
+def mean_expression(clip: ClipData) -> np.ndarray:
+    """Mean expression (D,) float32 of a clip over its tracked frames."""
+    ok = clip.valid if clip.valid.any() else np.ones(len(clip), bool)
+    return clip.expression[ok].astype(np.float64).mean(axis=0).astype(np.float32)
 
 
 class MotionWindows(Dataset):
@@ -135,6 +141,7 @@ class MotionWindows(Dataset):
         if audio and any(c.audio is None for c in self.clips):
             raise InputError("audio windows need clips with speech")
         self.refs = [reference_pose(c) for c in self.clips]
+        self.mean_expressions = [mean_expression(c) for c in self.clips]
         self.index = [(k, s) for k, c in enumerate(self.clips)
                       for s in range(0, max(1, len(c) - window + 1), max(1, stride))]
         groups: dict[tuple[str, str | None], list[int]] = {}
@@ -167,6 +174,7 @@ class MotionWindows(Dataset):
             "rotation": self._cut(c.rotation, s, w), "translation": self._cut(c.translation, s, w),
             "valid": valid, "emotion": emotion_index(c.info.emotion),
             "ref_rotation": self.refs[k][0], "ref_translation": self.refs[k][1],
+            "ref_expression": self.mean_expressions[k],
         }
         if self.audio:
             item["audio"] = self._cut(c.audio, s, w)
