@@ -361,7 +361,7 @@ def _evaluate(model_dir: str | Path, corpus_dir: str | Path, cfg: EvalConfig, sh
     held_codes: list[np.ndarray] = []
     lags = np.arange(-cfg.max_lag, cfg.max_lag + 1)
     skipped: list[str] = []
-    for info in progress(clips, total=len(clips), desc="eval", enabled=show_progress):
+    for info in progress(clips, total=len(clips), desc="eval", enabled=show_progress, unit="clip"):
         clip = corpus.load(info, reference)
         partner = _style_partner(corpus, info)
         style = clip if partner.id == info.id else corpus.load(partner, reference)

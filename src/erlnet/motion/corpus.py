@@ -386,7 +386,7 @@ def build_corpus(
     by_video = {(c.video, c.source): c.id for c in clips.values()}
     taken = set(clips)
     added, skipped, failed = [], [], []
-    for src in progress(sources, total=len(sources), desc="corpus", enabled=show_progress):
+    for src in progress(sources, total=len(sources), desc="corpus", enabled=show_progress, unit="clip"):
         cid = by_video.get((str(src.video), src.source)) or _clip_id(src, taken)
         try:
             key = _clip_key(src, cfg, file_sha256(src.video), file_sha256(src.audio) if src.audio else None)
