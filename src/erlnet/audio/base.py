@@ -14,9 +14,10 @@ import json
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Union
 
 import numpy as np
+import tyro
 
 from erlnet.errors import FormatError, InputError
 
@@ -166,9 +167,21 @@ class MelFormantConfig:
         return {"type": self.kind, **dataclasses.asdict(self)}
 
 
-# Becomes a Union as encoders are added (wav2vec2, HuBERT, Whisper configs).
-AudioEncoderConfig = MelFormantConfig
-_CONFIG_TYPES: tuple[type[AudioEncoderConfig], ...] = (MelFormantConfig,)
+# Configs of the pretrained-model encoders live beside their encoders; importing them here is cheap
+# (model libraries are imported only by `setup()`). At the bottom of the module because they import
+# the interface above (the package `__init__` always imports this module first).
+from erlnet.audio.hf import HubertConfig, Wav2Vec2Config  # noqa: E402
+from erlnet.audio.whisper import WhisperConfig  # noqa: E402
+
+# A union of the configs; for the CLI (tyro) each is a subcommand named by its `kind`, e.g.
+# `erlnet preprocess VIDEO -o OUT audio:wav2vec2 --audio.model-path DIR --audio.layer 9`.
+AudioEncoderConfig = Union[  # noqa: UP007 (Annotated members)
+    Annotated[MelFormantConfig, tyro.conf.subcommand(MelFormantConfig.kind)],
+    Annotated[Wav2Vec2Config, tyro.conf.subcommand(Wav2Vec2Config.kind)],
+    Annotated[HubertConfig, tyro.conf.subcommand(HubertConfig.kind)],
+    Annotated[WhisperConfig, tyro.conf.subcommand(WhisperConfig.kind)],
+]
+_CONFIG_TYPES: tuple[type[AudioEncoderConfig], ...] = (MelFormantConfig, Wav2Vec2Config, HubertConfig, WhisperConfig)
 
 
 def config_from_dict(d: dict[str, Any]) -> AudioEncoderConfig:
