@@ -388,7 +388,8 @@ def _evaluate_entry() -> Callable[..., None]:
         log_flags: Annotated[Verbosity, Flat] = Verbosity(),
     ) -> None:
         """Score an avatar on the held-out frames of its subject (PSNR, SSIM, CPBD, mouth LMD, neck-band
-        error, render speed) and write an HTML report: side-by-side video, mouth/pose/error curves."""
+        error, render speed; LPIPS, FID and SyncNet LSE-D/LSE-C when their weights are given as local
+        files) and write an HTML report: side-by-side video, mouth/pose/error curves."""
         from erlnet.eval.avatar import evaluate_subject, format_table
         from erlnet.eval.report import write_report
 

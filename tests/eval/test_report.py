@@ -89,7 +89,7 @@ def test_cli_writes_a_report_that_names_its_video_and_plots(env: dict[str, Path]
     m = data["metrics"]
     assert 0 < m["psnr"] < 40 and -1 < m["ssim"] < 1 and m["render_fps"] > 0 and m["neck_l1"] > 0
     assert 0 <= m["cpbd_generated"] <= 1 and 0 <= m["cpbd_truth"] <= 1
-    assert m["lpips"] == m["fid"] == m["syncnet"] == "not computed (no weights)"
+    assert m["lpips"] == m["fid"] == m["lse_d"] == m["lse_c"] == m["av_offset"] == "not computed (no weights)"
     strip = cv2.imread(str(out / STRIP))
     assert strip.shape == (3 * SIZE, 5 * SIZE, 3)  # truth / generated / error for the 5 frames
 
@@ -125,13 +125,14 @@ def test_plots_without_matplotlib_and_subsampled_frames(env: dict[str, Path], tm
 def test_bad_inputs_give_clear_errors(env: dict[str, Path], tmp_path: Path) -> None:
     with pytest.raises(InputError, match="no such avatar directory"):
         evaluate_subject(tmp_path / "nope", env["subject"])
-    with pytest.raises(InputError, match="no such lpips weights"):
+    with pytest.raises(InputError, match="LPIPS weights file not found"):
         evaluate_subject(env["avatar"], env["subject"], config=EvaluateConfig(lpips_weights=tmp_path / "alex.pth"))
     weights = tmp_path / "fid.pt"
     weights.write_bytes(b"0")
-    ev = evaluate_subject(env["avatar"], env["subject"], config=EvaluateConfig(
-        fid_weights=weights, max_frames=1, track=False))
-    assert ev.metrics["fid"].startswith("not computed (weights given") and ev.video is None
+    with pytest.raises(InputError, match="not a readable weights file for FID"):
+        evaluate_subject(env["avatar"], env["subject"], config=EvaluateConfig(fid_weights=weights))
+    ev = evaluate_subject(env["avatar"], env["subject"], config=EvaluateConfig(max_frames=1, track=False))
+    assert ev.metrics["fid"] == "not computed (no weights)" and ev.video is None
     trained_on_all = shutil.copytree(env["subject"], tmp_path / "all")
     manifest = json.loads((trained_on_all / "manifest.json").read_text())
     manifest["split"] = {"train": [0, N_FRAMES], "val": [N_FRAMES, N_FRAMES], "test": [N_FRAMES, N_FRAMES]}

@@ -14,8 +14,15 @@ Protocol: the frames after the train split (val + test) are rendered from their 
   pose recovered from the pixels (`face.pose.solve_poses` with the subject's canonical shape): the
   head-pose error is the mean angle between the pose seen in the rendered and in the real frames.
 - Render speed: frames per second of the renderer alone (no metric, no encoding).
-- LPIPS, FID, SyncNet need pretrained networks; erlnet downloads nothing, so they are listed as not
-  computed unless weights are given (and, for now, not computed even then: see `external_metrics`).
+- LPIPS, FID, SyncNet (`erlnet.eval.learned`) need pretrained networks; erlnet downloads nothing, so
+  each is computed only when its weights are given (`lpips_weights` + `lpips_vgg_weights`,
+  `fid_weights`, `syncnet_weights`) and listed as "not computed (no weights)" otherwise:
+  LPIPS (VGG, v0.1) per frame, rendered vs real, averaged; FID of the rendered frames against the
+  real ones (over a few hundred frames FID is biased high, by the 2048-d covariance estimated from
+  few samples: compare avatars scored on the same frames, not with published numbers); LSE-D,
+  LSE-C and the audio-video offset of SyncNet, as in the Wav2Lip evaluation, on the rendered and,
+  for reference, on the real frames with the held-out audio (needs stride 1, audio and 25 frames/s;
+  the face crop comes from the subject's tracked landmarks).
 
 The side-by-side video (truth | generated, with the held-out audio) is written while rendering, so
 memory stays bounded for any number of frames.
@@ -27,7 +34,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -36,6 +43,9 @@ from erlnet.eval import metrics as M
 from erlnet.face import topology as tp
 from erlnet.io.subject import Subject
 from erlnet.types import Motion
+
+if TYPE_CHECKING:
+    from erlnet.eval.learned import LearnedMetrics
 
 AUDIO_SR = 16000
 SIDE_BY_SIDE = "side_by_side.mp4"
@@ -49,14 +59,19 @@ class EvaluateConfig:
     max_frames: int = 0  # evaluate at most this many held-out frames (0 = all)
     stride: int = 1  # evaluate every N-th held-out frame (1 = all; the side-by-side video then skips frames too)
     batch_size: int = 4  # frames rendered at once
-    device: str = "cpu"  # torch device of the renderer ("cpu", "cuda", "cuda:1", ...)
+    device: str = "cpu"  # torch device of the renderer and the LPIPS/FID/SyncNet networks ("cpu", "cuda", "cuda:1", ...)
     render_threads: int = 0  # torch CPU threads while rendering (0 = torch's default)
     track: bool = True  # track real and rendered frames with MediaPipe (mouth LMD, mouth opening, seen head pose)
     cpbd_every: int = 1  # CPBD on every N-th evaluated frame (0 = never; ~40 ms per 256 px frame)
     video: bool = True  # write the side-by-side video truth | generated (with the held-out audio)
-    lpips_weights: Path | None = None  # LPIPS weights on disk (not computed without)
-    fid_weights: Path | None = None  # FID Inception weights on disk (not computed without)
-    syncnet_weights: Path | None = None  # SyncNet weights on disk (not computed without)
+    # LPIPS linear layers: the `lpips` package's weights/v0.1/vgg.pth (lin0..lin4), or a whole
+    # lpips.LPIPS(net="vgg") state dict that also holds the backbone (not computed without)
+    lpips_weights: Path | None = None
+    # VGG16 backbone of LPIPS: torchvision's ImageNet vgg16 state dict (features.N.*; not needed when
+    # lpips_weights holds the backbone)
+    lpips_vgg_weights: Path | None = None
+    fid_weights: Path | None = None  # pytorch-fid's Inception: pt_inception-2015-12-05-6726825d.pth (not computed without)
+    syncnet_weights: Path | None = None  # syncnet_python's syncnet_v2.model: LSE-D, LSE-C, AV offset (not computed without)
 
 
 class RendersMotion(Protocol):
@@ -107,7 +122,11 @@ TABLE: list[tuple[str, str, str, str]] = [
     ("render_fps", "render speed", "frames/s", ".2f"),
     ("lpips", "LPIPS", "", ".4f"),
     ("fid", "FID", "", ".2f"),
-    ("syncnet", "SyncNet confidence", "", ".2f"),
+    ("lse_d", "LSE-D (SyncNet distance)", "", ".3f"),
+    ("lse_c", "LSE-C (SyncNet confidence)", "", ".3f"),
+    ("av_offset", "SyncNet audio-video offset", "frames", "d"),
+    ("lse_d_truth", "LSE-D truth", "", ".3f"),
+    ("lse_c_truth", "LSE-C truth", "", ".3f"),
 ]
 
 
@@ -133,21 +152,13 @@ def format_table(ev: AvatarEvaluation) -> str:
     return "\n".join([head, "-" * len(head)] + [f"{k:<{width}}  {v}" for k, v in rows])
 
 
-def external_metrics(cfg: EvaluateConfig) -> dict[str, str]:
-    """LPIPS / FID / SyncNet: each needs a pretrained network that erlnet does not ship or download.
+def learned_metrics(cfg: EvaluateConfig) -> LearnedMetrics:
+    """LPIPS / FID / SyncNet networks of the weights given in `cfg` (each needs a pretrained network
+    that erlnet does not ship or download); a bad file is an `InputError` before anything renders."""
+    from erlnet.eval.learned import LearnedMetrics
 
-    Without weights the value says so; with weights it says the network is not implemented yet
-    (rather than a number from an unverified re-implementation).
-    """
-    out = {}
-    for key, path in (("lpips", cfg.lpips_weights), ("fid", cfg.fid_weights), ("syncnet", cfg.syncnet_weights)):
-        if path is None:
-            out[key] = "not computed (no weights)"
-        elif not Path(path).exists():
-            raise InputError(f"{path}: no such {key} weights file")
-        else:
-            out[key] = "not computed (weights given, network not implemented yet)"
-    return out
+    return LearnedMetrics.load(cfg.lpips_weights, cfg.lpips_vgg_weights, cfg.fid_weights, cfg.syncnet_weights,
+                               device=cfg.device)
 
 
 # ---------------------------------------------------------------- helpers
@@ -256,7 +267,7 @@ def evaluate_subject(
     cfg = config or EvaluateConfig()
     if cfg.batch_size < 1 or cfg.cpbd_every < 0:
         raise InputError("batch_size must be >= 1 and cpbd_every >= 0")
-    not_computed = external_metrics(cfg)
+    learned = learned_metrics(cfg)
     if isinstance(avatar, (str, Path)):
         if not Path(avatar).is_dir():
             raise InputError(f"{avatar}: no such avatar directory")
@@ -272,6 +283,8 @@ def evaluate_subject(
     scale = size / subject.manifest.size
     K = scaled_intrinsics(subject.manifest.K, subject.manifest.size, size)
     wav = held_out_audio(subject, frames) if cfg.stride == 1 else None
+    learned.begin(n, fps=float(subject.fps), wav=wav, landmarks=tr["landmarks"][frames] * scale,
+                  no_audio="SyncNet needs every frame: stride 1" if cfg.stride != 1 else "the subject has no audio")
     notes: list[str] = []
 
     series = {k: np.full(n, np.nan) for k in ("psnr", "ssim", "neck_l1", "neck_mse", "cpbd_generated", "cpbd_truth")}
@@ -302,9 +315,11 @@ def evaluate_subject(
                 t0 = time.perf_counter()
                 preds = to_uint8_frames(av.render(motion, b0, b1).rgb)
                 render_s += time.perf_counter() - t0
+                truths = []
                 for k, pred in zip(range(b0, b1), preds, strict=True):
                     i = int(frames[k])
                     truth = resize_rgb(subject.frame(i), size)
+                    truths.append(truth)
                     series["psnr"][k] = M.psnr(pred, truth)
                     series["ssim"][k] = M.ssim(pred, truth)
                     band = M.neck_band(_labels(subject, i, size), tr["landmarks"][i], scale)
@@ -317,6 +332,7 @@ def evaluate_subject(
                         samples.append((i, truth.copy(), pred.copy()))
                     if writer is not None:
                         writer.write(np.concatenate([truth, pred], axis=1))
+                learned.add(b0, preds, np.stack(truths))
         if writer is not None:
             writer.close()
     except BaseException:
@@ -326,14 +342,17 @@ def evaluate_subject(
     finally:
         trackers.close()
 
+    learned_values, learned_series = learned.finish()
+    series.update(learned_series)
+    notes += learned.notes
     return _summarise(av, avatar_name, subject, frames, motion, series, lms_true, lms_gen, K, wav, render_s,
-                      samples, video_path, notes, not_computed, cfg)
+                      samples, video_path, notes, learned_values, cfg)
 
 
 def _summarise(av: Any, avatar_name: str, subject: Subject, frames: np.ndarray, motion: Motion,
                series: dict[str, np.ndarray], lms_true: np.ndarray, lms_gen: np.ndarray, K: np.ndarray,
                wav: np.ndarray | None, render_s: float, samples: list, video: Path | None, notes: list[str],
-               not_computed: dict[str, str], cfg: EvaluateConfig) -> AvatarEvaluation:
+               learned: dict[str, Any], cfg: EvaluateConfig) -> AvatarEvaluation:
     n = len(frames)
     found_gen = np.isfinite(lms_gen).all(axis=(1, 2))
     found_true = np.isfinite(lms_true).all(axis=(1, 2))
@@ -371,7 +390,7 @@ def _summarise(av: Any, avatar_name: str, subject: Subject, frames: np.ndarray, 
         "face_found_generated": float(found_gen.mean()) if cfg.track else float("nan"),
         "face_found_truth": float(found_true.mean()) if cfg.track else float("nan"),
         "render_fps": n / render_s if render_s > 0 else float("nan"),
-        **not_computed,
+        **learned,
     }
     if not cfg.track:
         for k in ("mouth_lmd_px", "pose_error_deg", "face_found_generated"):

@@ -45,9 +45,14 @@ HELP = {
     "pose_error_deg": "angle between the head pose seen in rendered and in real frames",
     "face_found_generated": "share of rendered frames in which the tracker finds a face",
     "render_fps": "renderer alone, on the evaluation device",
-    "lpips": "learned perceptual distance (needs weights)",
-    "fid": "Frechet Inception distance (needs weights)",
-    "syncnet": "lip-sync confidence (needs weights)",
+    "lpips": "learned perceptual distance to the real frame, VGG LPIPS (lower is better; needs weights)",
+    "fid": "Frechet Inception distance, rendered vs real frames (lower is better; biased high on few "
+           "frames: compare avatars on the same frames; needs weights)",
+    "lse_d": "SyncNet distance of lips and audio at the best offset (lower is better; needs weights)",
+    "lse_c": "SyncNet confidence: median minus best distance over offsets (higher is better)",
+    "av_offset": "offset of the best lip-audio match; 0 = in sync (> 0: the video lags)",
+    "lse_d_truth": "LSE-D of the real frames: what the renderer should reach",
+    "lse_c_truth": "LSE-C of the real frames: what the renderer should reach",
 }
 
 COLORS = {"truth": (0.12, 0.47, 0.71), "generated": (0.85, 0.37, 0.01), "driving": (0.4, 0.4, 0.4),
@@ -192,6 +197,9 @@ def report_panels(ev: AvatarEvaluation) -> dict[str, list[Panel]]:
               Panel("neck-band |error| per frame", "/255", [Line("neck |error|", s["neck_l1"], COLORS["generated"])]),
               Panel("head-pose error per frame (rendered vs real, as tracked)", "deg",
                     [Line("pose error", s["pose_error_deg"], COLORS["other"])])]
+    if "lpips" in s:  # only when LPIPS weights were given
+        errors.insert(1, Panel("LPIPS per frame (rendered vs real)", "LPIPS",
+                               [Line("LPIPS", s["lpips"], COLORS["generated"])]))
     return {"mouth.png": [Panel("mouth opening (inner-lip gap / eye distance) and audio loudness",
                                 "mouth opening", mouth, right_label="dB")],
             "pose.png": pose, "errors.png": errors}

@@ -73,20 +73,28 @@ def laplacian_pyramid_l1(x: torch.Tensor, y: torch.Tensor, levels: int = 5) -> t
 # ----------------------------------------------------------------------------------------------
 # VGG16 perceptual features
 
-# torchvision's vgg16().features up to relu4_3 (indices 0-22): conv widths, "M" = max-pool.
-_VGG16_CFG: list[int | str] = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512]
-_VGG_TAPS = (3, 8, 15, 22)  # indices of relu1_2, relu2_2, relu3_3, relu4_3 in `features`
+# torchvision's vgg16().features through relu5_3 (indices 0-29): conv widths, "M" = max-pool.
+_VGG16_CFG: list[int | str] = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512]
+_VGG_TAPS = (3, 8, 15, 22, 29)  # indices of relu1_2, relu2_2, relu3_3, relu4_3, relu5_3 in `features`
 
 
 class VGG16Features(nn.Module):
-    """The convolutional layers of VGG16 up to relu4_3, with torchvision's parameter names
-    (`features.N.weight`), frozen. forward: (B, 3, H, W) RGB in [0, 1] -> list of 4 feature maps."""
+    """The convolutional layers of VGG16 with torchvision's parameter names (`features.N.weight`),
+    frozen: through relu4_3 (`blocks=4`, the perceptual loss) or relu5_3 (`blocks=5`, LPIPS).
 
-    def __init__(self) -> None:
+    forward: (B, 3, H, W) RGB in [0, 1] -> list of `blocks` feature maps (B, C_k, H / 2^k, W / 2^k),
+    C = 64, 128, 256, 512[, 512], after ImageNet mean/std normalisation. `taps` runs the same layers
+    on an input that is already normalised (LPIPS scales its inputs its own way).
+    """
+
+    def __init__(self, blocks: int = 4) -> None:
         super().__init__()
+        if blocks not in (4, 5):
+            raise ValueError(f"blocks must be 4 (relu4_3) or 5 (relu5_3), got {blocks}")
+        self.blocks = blocks
         layers: list[nn.Module] = []
         c_in = 3
-        for v in _VGG16_CFG:
+        for v in _VGG16_CFG[: 13 if blocks == 4 else None]:
             if v == "M":
                 layers.append(nn.MaxPool2d(2, 2))
             else:
@@ -97,51 +105,75 @@ class VGG16Features(nn.Module):
         self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).reshape(1, 3, 1, 1))
         self.requires_grad_(False)
 
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        x = (x - self.mean) / self.std
-        taps = []
+    def taps(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """(B, 3, H, W) already normalised -> the `blocks` relu feature maps."""
+        out = []
         for i, layer in enumerate(self.features):
             x = layer(x)
             if i in _VGG_TAPS:
-                taps.append(x)
-        return taps
+                out.append(x)
+        return out
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return self.taps((x - self.mean) / self.std)
 
 
-def load_vgg16_features(path: str | Path) -> VGG16Features:
-    """VGG16Features with weights from a local file: a safetensors file or a `torch.save`d state
-    dict (read with weights_only=True), keys `features.N.weight/bias` as in torchvision (a
-    `features.`-less layout is accepted; classifier weights are ignored). Raises `InputError`
-    with a one-line reason for a missing, unreadable or non-VGG16 file."""
+def read_weights(path: str | Path, what: str) -> dict[str, torch.Tensor]:
+    """The tensors of a local weights file: safetensors (by suffix or by its header) or a
+    `torch.save`d dict read with weights_only=True (nothing is unpickled beyond tensors and
+    containers; a `{"state_dict": {...}}` wrapper is unwrapped). `what` names the network in the
+    one-line `InputError` for a missing, unreadable or non-state-dict file."""
     path = Path(path)
     if not path.is_file():
-        raise InputError(f"{path}: VGG16 weights file not found")
+        raise InputError(f"{path}: {what} weights file not found")
     try:
-        if path.suffix == ".safetensors":
+        with open(path, "rb") as f:
+            head = f.read(9)
+        # safetensors: an 8-byte little-endian header length, then the JSON header
+        if path.suffix == ".safetensors" or (len(head) == 9 and head[8:9] == b"{"):
             from safetensors.torch import load_file
 
             state = load_file(str(path))
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # any parse failure is a bad user file
-        raise InputError(f"{path}: not a readable weights file ({type(exc).__name__}: {exc})") from None
+        reason = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise InputError(f"{path}: not a readable weights file for {what} ({type(exc).__name__}: {reason})") from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise InputError(f"{path}: not a state dict of tensors")
-    model = VGG16Features()
+    if not isinstance(state, dict) or not state or not all(
+            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+        raise InputError(f"{path}: not a state dict of tensors ({what} weights)")
+    return state
+
+
+def vgg16_from_state(state: dict[str, torch.Tensor], source: str | Path, blocks: int = 4) -> VGG16Features:
+    """VGG16Features (through relu4_3 or relu5_3) with weights from a state dict keyed
+    `features.N.weight/bias` as in torchvision (a `features.`-less layout is accepted; other keys
+    such as the classifier are ignored). `source` names the file in the `InputError`."""
+    model = VGG16Features(blocks)
     wanted = model.features.state_dict()
     got = {}
     for key, ref in wanted.items():
         src = state.get(f"features.{key}", state.get(key))
         if src is None:
-            raise InputError(f"{path}: not VGG16 weights (missing features.{key})")
+            raise InputError(f"{source}: not VGG16 weights (missing features.{key})")
         if tuple(src.shape) != tuple(ref.shape):
             raise InputError(
-                f"{path}: not VGG16 weights (features.{key} has shape {tuple(src.shape)}, expected {tuple(ref.shape)})"
+                f"{source}: not VGG16 weights (features.{key} has shape {tuple(src.shape)}, expected {tuple(ref.shape)})"
             )
         got[key] = src.to(ref.dtype)
     model.features.load_state_dict(got)
     return model.eval()
+
+
+def load_vgg16_features(path: str | Path, blocks: int = 4) -> VGG16Features:
+    """VGG16Features with weights from a local file: a safetensors file or a `torch.save`d state
+    dict (read with weights_only=True), keys `features.N.weight/bias` as in torchvision (a
+    `features.`-less layout is accepted; classifier weights are ignored). `blocks=5` also needs
+    conv5_1..conv5_3 (`features.24` .. `features.28`). Raises `InputError` with a one-line reason
+    for a missing, unreadable or non-VGG16 file."""
+    return vgg16_from_state(read_weights(path, "VGG16"), path, blocks)
 
 
 def perceptual_l1(vgg: VGG16Features, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
