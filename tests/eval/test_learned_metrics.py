@@ -413,18 +413,11 @@ HELD_OUT = 8  # frames after the train split: 3 SyncNet windows
 @pytest.fixture(scope="module")
 def subject(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A preprocessed 24-frame portrait subject with audio, its last 8 frames held out."""
-    from erlnet.io.video import VideoWriter
-    from erlnet.preprocess.pipeline import PreprocessConfig, run_preprocess
-    from media import portrait_frames
+    from media import talking_subject
 
     base = tmp_path_factory.mktemp("learned")
     n = 24
-    t = np.arange(int(n / 25 * 16000)) / 16000
-    wav = (0.3 * np.clip(np.sin(2 * np.pi * 3 * t), 0, None) * np.sin(2 * np.pi * 170 * t)).astype(np.float32)
-    with VideoWriter(base / "face.mp4", fps=25, audio=wav) as w:
-        for f in portrait_frames(n):
-            w.write(f)
-    run_preprocess(base / "face.mp4", base / "subject", PreprocessConfig(size=128), show_progress=False)
+    talking_subject(base, n)
     manifest = json.loads((base / "subject" / "manifest.json").read_text())
     manifest["split"] = {"train": [0, n - HELD_OUT], "val": [n - HELD_OUT, n - 4], "test": [n - 4, n]}
     (base / "subject" / "manifest.json").write_text(json.dumps(manifest))

@@ -18,7 +18,7 @@ from erlnet.eval.avatar import EvaluateConfig, evaluate_subject, format_table, h
 from erlnet.eval.report import PLOTS, STRIP, write_report
 from erlnet.io.subject import Subject
 from erlnet.io.video import count_streams
-from media import portrait_frames
+from media import talking_subject
 
 N_FRAMES = 24  # preprocessing splits 19 train / 3 val / 2 test: 5 held-out frames
 SIZE = 64
@@ -35,18 +35,11 @@ def _single_thread(one_thread) -> None:
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A preprocessed 24-frame portrait subject with audio, and a randomly initialised avatar of it."""
-    from erlnet.io.video import VideoWriter
-    from erlnet.preprocess.pipeline import PreprocessConfig, run_preprocess
     from erlnet.render.avatar import AvatarMeta, save_avatar
     from erlnet.render.dbf import DBFConfig
 
     base = tmp_path_factory.mktemp("report")
-    t = np.arange(int(N_FRAMES / 25 * 16000)) / 16000
-    wav = (0.3 * np.clip(np.sin(2 * np.pi * 3 * t), 0, None) * np.sin(2 * np.pi * 170 * t)).astype(np.float32)
-    with VideoWriter(base / "face.mp4", fps=25, audio=wav) as w:
-        for f in portrait_frames(N_FRAMES):
-            w.write(f)
-    run_preprocess(base / "face.mp4", base / "subject", PreprocessConfig(size=128), show_progress=False)
+    talking_subject(base, N_FRAMES)
     meta = AvatarMeta.from_subject(Subject(base / "subject"), SIZE)
     torch.manual_seed(0)
     save_avatar(base / "avatar", DBFConfig(**TINY).setup(meta.expression_dim, SIZE), meta)
