@@ -9,6 +9,7 @@ the first 80 %, test on the last 20 %).
         # quality: synthetic 20 min and Obama_clip1 60 min per avatar, feature and pixel fusion trained
         # side by side (--jobs 2, one thread each), then trained-avatar render speed on both cores
     python -m benchmarks.render --minutes 0.5 --smoke    # a short end-to-end check of the quality path
+    python -m benchmarks.render --minutes 20 --real-minutes 60 --skip-speed --reuse   # re-score the avatars trained before
 
 Every measurement runs in its own process (peak RSS is its own). Subjects are preprocessed once into
 --work (default bench-results/render-work) and reused.
@@ -80,6 +81,13 @@ from erlnet.train.data import DataConfig
 from erlnet.train.fit_avatar import AvatarTrainConfig, train_avatar
 from erlnet.train.trainer import TrainerConfig
 subject, out, fusion, minutes, size, steps, eval_frames = sys.argv[1:8]
+record = Path(out) / "bench_train.json"  # what the training run took (read back by --reuse)
+if sys.argv[9] == "reuse" and record.exists() and (Path(out) / "model.safetensors").exists():
+    trained = json.loads(record.read_text())
+    res = evaluate(Path(subject), Path(out), int(eval_frames))
+    """ + CHILD_RSS + """
+    print(json.dumps(res | trained | {"reused": True, "eval_peak_rss_mb": peak_rss_mb}))
+    sys.exit(0)
 cfg = AvatarTrainConfig(
     trainer=TrainerConfig(max_steps=int(steps), max_minutes=float(minutes), log_every=50, preview_every=0,
                           checkpoint_every=0, val_every=0, accelerator="cpu" if sys.argv[8] == "cpu" else "auto"),
@@ -90,10 +98,11 @@ cfg = AvatarTrainConfig(
 t0 = time.perf_counter()
 result = train_avatar(subject, out, cfg, progress=False)
 train_s = time.perf_counter() - t0
-res = evaluate(Path(subject), Path(out), int(eval_frames))
 """ + CHILD_RSS + """
-res.update(steps=result.steps, train_s=train_s, steps_per_s=result.steps / train_s, peak_rss_mb=peak_rss_mb)
-print(json.dumps(res))
+trained = dict(steps=result.steps, train_s=train_s, steps_per_s=result.steps / train_s, peak_rss_mb=peak_rss_mb)
+record.write_text(json.dumps(trained))
+res = evaluate(Path(subject), Path(out), int(eval_frames))
+print(json.dumps(res | trained))
 """
 
 TRAINED_SPEED_CHILD = """
@@ -192,9 +201,11 @@ def bench_speed(runs: int, device: str) -> dict[str, Any]:
 
 
 def bench_quality(subjects: dict[str, Path], work: Path, minutes: dict[str, float], size: int, eval_frames: int,
-                  device: str, jobs: int) -> dict[str, Any]:
+                  device: str, jobs: int, reuse: bool = False) -> dict[str, Any]:
     """Train one avatar per (subject, fusion) for `minutes[subject]` (the schedule follows the time
-    budget) and evaluate it. `jobs` > 1 trains that many side by side, each on cpu_count / jobs threads."""
+    budget) and evaluate it. `jobs` > 1 trains that many side by side, each on cpu_count / jobs threads.
+    `reuse` evaluates an avatar that an earlier run trained with the same budget instead of training it
+    again. A run that fails is reported as such; the others still count."""
     from concurrent.futures import ThreadPoolExecutor
 
     threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else 0
@@ -202,11 +213,16 @@ def bench_quality(subjects: dict[str, Path], work: Path, minutes: dict[str, floa
 
     def one(name: str, subject: Path, fusion: str) -> tuple[str, dict[str, Any]]:
         avatar = work / "avatars" / f"{name}-{fusion}-{minutes[name]:g}min"
-        shutil.rmtree(avatar, ignore_errors=True)
-        res, wall = run_child(QUALITY_CHILD, [str(subject), str(avatar), fusion, str(minutes[name]), str(size),
-                                              str(steps), str(eval_frames), device], threads=threads)
-        return f"{name}/{fusion}", res | {"wall_s": wall, "threads": threads or "default", "jobs": jobs,
-                                          "avatar": str(avatar), "minutes": minutes[name]}
+        if not reuse:
+            shutil.rmtree(avatar, ignore_errors=True)
+        info = {"threads": threads or "default", "jobs": jobs, "avatar": str(avatar), "minutes": minutes[name]}
+        try:
+            res, wall = run_child(QUALITY_CHILD, [str(subject), str(avatar), fusion, str(minutes[name]), str(size),
+                                                  str(steps), str(eval_frames), device, "reuse" if reuse else "train"],
+                                  threads=threads)
+        except RuntimeError as exc:
+            return f"{name}/{fusion}", info | {"error": str(exc).strip().splitlines()[-1]}
+        return f"{name}/{fusion}", res | info | {"wall_s": wall}
 
     plan = [(name, subject, fusion) for name, subject in subjects.items() for fusion in ("feature", "pixel")]
     with ThreadPoolExecutor(max(1, jobs)) as pool:
@@ -225,6 +241,9 @@ def report(res: dict[str, Any]) -> str:
     for key, v in res.get("trained_speed", {}).items():
         rows.append((f"render {key} (trained)", f"{v['per_s']:.1f} frames/s  (peak RSS {v['peak_rss_mb']:.0f} MB)"))
     for key, q in res.get("quality", {}).items():
+        if "error" in q:
+            rows.append((f"{key} ({q['minutes']:g} min)", f"FAILED: {q['error']}"))
+            continue
         lmd = q.get("mouth_lmd_px")
         rows.append((f"{key} ({q.get('minutes', res['minutes']):g} min)",
                      f"PSNR {q['psnr']:.2f} dB  SSIM {q['ssim']:.3f}  neck |err| {q['neck_l1']:.1f}/255 "
@@ -252,6 +271,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--subjects", default="synthetic,real", help="quality subjects: synthetic, real or both")
     ap.add_argument("--smoke", action="store_true", help="tiny quality run: 4 s synthetic clip, 4 eval frames, no real clip")
     ap.add_argument("--work", type=Path, default=RESULTS / "render-work")
+    ap.add_argument("--reuse", action="store_true",
+                    help="evaluate the avatars an earlier run trained with the same budgets (in --work) instead of training")
     args = ap.parse_args(argv)
     res: dict[str, Any] = {"minutes": args.minutes, "size": args.size}
     if not args.skip_speed:
@@ -264,8 +285,9 @@ def main(argv: list[str] | None = None) -> None:
         if "synthetic" not in wanted:
             subjects.pop("synthetic")
         budgets = {name: args.minutes if name == "synthetic" else (args.real_minutes or args.minutes) for name in subjects}
-        res["quality"] = bench_quality(subjects, args.work, budgets, args.size, frames, args.device, args.jobs)
-        avatars = {k: Path(q["avatar"]) for k, q in res["quality"].items()}
+        res["quality"] = bench_quality(subjects, args.work, budgets, args.size, frames, args.device, args.jobs,
+                                       reuse=args.reuse)
+        avatars = {k: Path(q["avatar"]) for k, q in res["quality"].items() if "error" not in q}
         res["trained_speed"] = bench_trained_speed(avatars, subjects, args.runs)
     print(report(res))
     print(f"json: {write_json('render' + ('-smoke' if args.smoke else ''), res)}")
