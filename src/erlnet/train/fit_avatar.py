@@ -37,7 +37,7 @@ from erlnet.render.dbf import DBFConfig
 from erlnet.render.losses import RenderLoss
 from erlnet.train.avatar import AvatarSystem, OptimConfig, PhaseConfig
 from erlnet.train.data import DataConfig, SubjectDataModule, batch_condition, evenly_spaced
-from erlnet.train.trainer import TrainerConfig, build_trainer
+from erlnet.train.trainer import TrainerConfig, build_trainer, quiet_lightning
 
 log = logging.getLogger(__name__)
 
@@ -195,7 +195,8 @@ def train_avatar(subject_dir: str | Path, avatar_dir: str | Path, config: Avatar
     trainer = build_trainer(cfg.trainer, avatar_dir, [saver, *callbacks], progress=progress)
     handler = signal.getsignal(signal.SIGINT)
     try:
-        trainer.fit(system, datamodule=data, ckpt_path=ckpt)
+        with quiet_lightning():
+            trainer.fit(system, datamodule=data, ckpt_path=ckpt)
     except SystemExit:
         # Lightning turns Ctrl-C into a graceful shutdown (our callback saved everything) + sys.exit(1).
         if trainer.interrupted:

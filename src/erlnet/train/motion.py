@@ -26,7 +26,6 @@ import logging
 import math
 import os
 import signal
-import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -50,7 +49,7 @@ from erlnet.motion.config import (
     emotion_index,
 )
 from erlnet.motion.corpus import ClipData, Corpus
-from erlnet.train.trainer import TrainerConfig, build_trainer
+from erlnet.train.trainer import TrainerConfig, build_trainer, quiet_lightning
 
 log = logging.getLogger(__name__)
 
@@ -509,9 +508,7 @@ def _train(corpus_dir: str | Path, out: Path, cfg: MotionTrainConfig, resume: bo
         handler = signal.getsignal(signal.SIGINT)
         t0 = time.perf_counter()
         try:
-            with warnings.catch_warnings():
-                # Stage 2 keeps the frozen VQ-VAEs in eval mode on purpose.
-                warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
+            with quiet_lightning():  # stage 2 keeps the frozen VQ-VAEs in eval mode on purpose
                 trainer.fit(system, datamodule=data, ckpt_path=ckpt if ckpt.exists() else None)
         except SystemExit:
             if trainer.interrupted:

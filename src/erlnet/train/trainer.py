@@ -6,8 +6,10 @@ launcher. Used by avatar training (`erlnet.train.fit_avatar`) and motion trainin
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -69,6 +71,21 @@ def _logger(cfg: TrainerConfig, run_dir: Path) -> Any:
                                  "or use --logger csv") from None
         return TensorBoardLogger(run_dir, name="logs")
     raise InputError(f"--logger must be 'csv' or 'tensorboard', got {cfg.logger!r}")
+
+
+# Lightning warnings that say nothing to a user of erlnet: a deprecation inside Lightning itself, a
+# logging interval longer than a tiny corpus's epoch, and frozen sub-modules kept in eval mode on purpose.
+_LIGHTNING_NOISE = (r".*isinstance\(treespec, LeafSpec\).*", r".*smaller than the logging interval.*",
+                    r".*module\(s\) in eval mode.*")
+
+
+@contextlib.contextmanager
+def quiet_lightning() -> Iterator[None]:
+    """Hide the known harmless Lightning warnings (`_LIGHTNING_NOISE`) while fitting."""
+    with warnings.catch_warnings():
+        for pattern in _LIGHTNING_NOISE:
+            warnings.filterwarnings("ignore", message=pattern)
+        yield
 
 
 def build_trainer(cfg: TrainerConfig, run_dir: str | Path, callbacks: Sequence[Callback] = (),
