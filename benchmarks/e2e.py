@@ -3,8 +3,12 @@ style tracking, motion model and rendering (+ encoding). Target: <= 1 (real time
 
     python -m benchmarks.e2e [--seconds 4] [--size 256] [--render-threads 0]
 
-Models are default-size and randomly initialised (the cost does not depend on the weights): the ADF
+Models are default-size and randomly initialised unless --avatar / --model name trained ones: the ADF
 motion model with statistics of a procedural corpus, and a DBF-NeRF avatar of a synthetic subject.
+The motion model's cost does not depend on its weights; the renderer's does (a trained avatar's
+occupancy grids skip empty space), so the real-time figure is the one with a trained avatar:
+
+    python -m benchmarks.e2e --seconds 8 --avatar bench-results/render-work/avatars/synthetic-feature-20min
 The style clip is a synthetic video (tracked with MediaPipe on every run, as `erlnet generate` does
 without --style-cache). Fixtures are made once into --work (default bench-results/e2e-work); the
 generation runs in a child process, so its peak RSS is its own.
@@ -23,8 +27,8 @@ import json, sys
 from pathlib import Path
 from erlnet.inference.animate import AnimateConfig
 from erlnet.inference.generate import GenerateConfig, generate
-work, threads, motion_threads = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
-cfg = GenerateConfig(avatar=work / "avatar", model=work / "model", style=work / "style" / "video.mp4",
+work, threads, motion_threads, avatar, model = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
+cfg = GenerateConfig(avatar=Path(avatar), model=Path(model), style=work / "style" / "video.mp4",
                      audio=work / "speech.wav", output=work / "out.mp4", render_threads=threads,
                      animate=AnimateConfig(cpu_threads=motion_threads), render_device="cpu")
 r = generate(cfg)
@@ -71,11 +75,14 @@ def prepare(work: Path, size: int, seconds: float) -> None:
     (work / "ready").write_text("fixtures complete\n")
 
 
-def bench(work: Path, size: int, seconds: float, render_threads: int, motion_threads: int) -> dict[str, Any]:
+def bench(work: Path, size: int, seconds: float, render_threads: int, motion_threads: int,
+          avatar: Path | None = None, model: Path | None = None) -> dict[str, Any]:
+    """`avatar` / `model`: trained ones instead of the fixtures' randomly initialised ones."""
     prepare(work, size, seconds)
-    r, wall = run_child(CHILD, [str(work), str(render_threads), str(motion_threads)])
+    avatar, model = avatar or work / "avatar", model or work / "model"
+    r, wall = run_child(CHILD, [str(work), str(render_threads), str(motion_threads), str(avatar), str(model)])
     a = r["audio_s"]
-    return r | {
+    return r | {"avatar": str(avatar), "model": str(model),
         "size": size, "wall_s": wall, "render_threads": render_threads, "motion_threads": motion_threads,
         "per_audio_s": {k: r[f"{k}_s"] / a for k in ("style", "motion", "render")},
         "compute_per_audio_s": (r["style_s"] + r["motion_s"] + r["render_s"]) / a,
@@ -86,6 +93,7 @@ def bench(work: Path, size: int, seconds: float, render_threads: int, motion_thr
 def report(res: dict[str, Any]) -> str:
     p = res["per_audio_s"]
     return table(f"end to end (erlnet generate) at {res['size']}x{res['size']}", [
+        ("avatar / motion model", f"{res['avatar']} / {res['model']}"),
         ("speech", f"{res['audio_s']:.1f} s -> {res['frames']} frames"),
         ("total", f"{res['compute_per_audio_s']:.2f} s of compute per s of audio (target <= 1)"),
         ("  style tracking", f"{p['style']:.3f} s/s ({res['style_s']:.1f} s, once per style clip)"),
@@ -102,9 +110,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--render-threads", type=int, default=0, help="torch threads while rendering (0 = default)")
     ap.add_argument("--motion-threads", type=int, default=1, help="torch threads of the motion model")
     ap.add_argument("--work", type=Path, default=None, help="fixture directory (default bench-results/e2e-work-...)")
+    ap.add_argument("--avatar", type=Path, default=None,
+                    help="a trained avatar at --size (default: a randomly initialised one, which has no occupancy "
+                         "to skip empty space and renders several times slower than a trained one)")
+    ap.add_argument("--model", type=Path, default=None, help="a trained motion model (default: a random one)")
     args = ap.parse_args(argv)
     work = args.work or RESULTS / f"e2e-work-{args.size}-{args.seconds:g}s"
-    res = bench(work, args.size, args.seconds, args.render_threads, args.motion_threads)
+    res = bench(work, args.size, args.seconds, args.render_threads, args.motion_threads, args.avatar, args.model)
     print(report(res))
     print(f"json: {write_json('e2e', res)}")
 
