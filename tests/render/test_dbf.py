@@ -91,6 +91,8 @@ def test_config_round_trip_and_errors() -> None:
     assert again == cfg
     with pytest.raises(FormatError, match="unknown fields"):
         DBFConfig.from_dict({**cfg.to_dict(), "bogus": 1})
+    old = {k: v for k, v in cfg.to_dict().items() if k != "torso_affine"}  # saved before the torso motion
+    assert DBFConfig.from_dict(old).torso_affine is False and cfg.torso_affine is True
     with pytest.raises(InputError, match="multiple of feature_scale"):
         DBFConfig().setup(10, 250)
     with pytest.raises(InputError, match="fusion"):
@@ -165,6 +167,54 @@ def test_head_blob_appears_where_the_pose_projects_it() -> None:
         px = (cond.K @ X)[:2] / X[2]
         expect = (px - 0.5) / 2  # output pixel -> feature cell coordinates (scale 2)
         assert torch.allclose(centroid, expect, atol=0.25), (centroid, expect)
+
+
+def test_torso_follows_the_pose_through_its_pose_linear_motion() -> None:
+    """A torso motion translating samples by -delta when the head moves by delta renders the torso
+    exactly as a motionless renderer whose torso content sits delta further: the body follows."""
+    size, delta = 32, torch.tensor([0.03, 0.02, 0.0])
+    centre = torch.tensor([0.0, 0.1, 0.0])
+    cfg = DBFConfig(**{**TINY, "torso_samples": 32})
+
+    def renderer(affine: bool, torso_centre: torch.Tensor) -> DBFRenderer:
+        r = DBFConfig(**{**cfg.to_dict(), "torso_affine": affine}).setup(12, size)
+        r.head = BlobField(-0.2, 0.2, empty=True)
+        r.torso = BlobField(-0.5, 0.5, centre=tuple(torso_centre.tolist()))
+        return r.eval()
+
+    moving = renderer(True, centre)
+    with torch.no_grad():  # b (box-normalised, 2 / box size = 2 per metre) = -2 delta; code = 10 delta
+        for i in range(3):
+            moving.torso_motion.coef.weight[4 * i + 3, 6 + i] = -0.2
+    cond = make_cond(B=1, size=size, R=torch.eye(3))
+    cond.translation = cond.ref_translation[None] + delta
+    with torch.no_grad():
+        follow = moving(cond)
+        shifted = renderer(False, centre + delta)(cond)
+        still = renderer(False, centre)(cond)
+        at_ref = moving(make_cond(B=1, size=size, R=torch.eye(3)))
+        still_ref = renderer(False, centre)(make_cond(B=1, size=size, R=torch.eye(3)))
+    assert follow.torso_alpha.max() > 0.5  # the torso blob is in view
+    assert torch.allclose(follow.torso_alpha, shifted.torso_alpha, atol=1e-5)
+    assert torch.allclose(follow.rgb, shifted.rgb, atol=1e-5)
+    assert (follow.torso_alpha - still.torso_alpha).abs().max() > 0.2  # without the motion it stays put
+    assert torch.allclose(at_ref.rgb, still_ref.rgb, atol=1e-6)  # no motion at the reference pose
+
+
+def test_pose_affine_motion_is_linear_in_the_pose_and_grouped_by_frame() -> None:
+    from erlnet.render.fields import PoseAffineMotion
+
+    torch.manual_seed(0)
+    m = PoseAffineMotion(9).double()
+    x = torch.rand(7, 3, dtype=torch.float64) * 2 - 1
+    p = torch.randn(2, 9, dtype=torch.float64)
+    assert torch.equal(m(x, [3, 4], p), x)  # starts as the identity
+    nn.init.normal_(m.coef.weight, std=0.3)
+    assert torch.allclose(m(x, [7], torch.zeros(1, 9, dtype=torch.float64)), x)  # identity at the reference pose
+    one = m(x, [3, 4], p) - x
+    assert torch.allclose(m(x, [3, 4], 2 * p) - x, 2 * one)  # linear: extrapolates along the pose
+    assert torch.allclose(one[:3], m(x[:3], [3], p[:1]) - x[:3]) and torch.allclose(one[3:], m(x[3:], [4], p[1:]) - x[3:])
+    assert torch.autograd.gradcheck(lambda xx, pp: m(xx, [3, 4], pp), (x.requires_grad_(), p.requires_grad_()))
 
 
 def _disc_scene(size: int = 32):

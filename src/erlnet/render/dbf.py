@@ -10,8 +10,9 @@ Head branch: a tri-plane field in the canonical head frame (FiLM-conditioned on 
 code and blink); camera rays of the h x w feature grid (h = H / feature_scale) are moved into the
 head frame by the inverse head pose and sampled only inside the head box. Torso branch: a tri-plane
 field in the reference head frame (static in camera space), sampled inside the torso box, whose
-samples are moved by a deformation MLP conditioned on the head pose relative to the reference, so
-the neck follows the head. Both are fused along the rays (`erlnet.render.fusion`) into one feature
+samples are moved by an affine map linear in the head pose relative to the reference (the body
+follows the head, also beyond the training poses) and offset by a deformation MLP conditioned on
+that pose (the neck follows the head). Both are fused along the rays (`erlnet.render.fusion`) into one feature
 map + opacity that a small CNN decodes to the output image (or, in the "pixel" ablation, each
 branch is decoded and the RGBA images are composited).
 
@@ -38,7 +39,7 @@ from torch import nn
 from erlnet.errors import FormatError, InputError
 from erlnet.render.base import RenderCondition, Renderer, RenderOutput
 from erlnet.render.encodings import POSE_CODE_DIM, ExpressionEncoder, relative_pose_code
-from erlnet.render.fields import ConditionedField, DeformField
+from erlnet.render.fields import ConditionedField, DeformField, PoseAffineMotion
 from erlnet.render.fusion import fusion_weights, over, over_background
 from erlnet.render.raymarch import (
     OccupancyGrid,
@@ -76,6 +77,7 @@ class DBFConfig:
     head_box_max: Vec3 = (0.18, 0.26, 0.20)
     torso_box_min: Vec3 = (-0.40, 0.00, -0.10)  # torso + neck box corner, reference head frame (m)
     torso_box_max: Vec3 = (0.40, 0.60, 0.35)
+    torso_affine: bool = True  # torso moves by an affine map linear in the head pose (extrapolates to new poses)
     deform_hidden: int = 32  # width of the torso deformation MLP
     deform_freqs: int = 2  # octaves of positional encoding in the deformation MLP
     deform_max_offset: float = 0.04  # largest torso sample offset (m)
@@ -99,6 +101,7 @@ class DBFConfig:
         unknown = sorted(set(d) - set(known))
         if unknown:
             raise FormatError(f"DBF renderer config has unknown fields {unknown}; written by a newer erlnet?")
+        d = {"torso_affine": False} | d  # avatars saved before it existed have no such weights
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
     def setup(self, expression_dim: int, image_size: int) -> DBFRenderer:
@@ -114,7 +117,8 @@ class _Branch:
 
     t, delta (R, n) depth and bin length (delta 0 for rays missing the box); slot (M,) flat index
     into (R * n) of the evaluated samples; sigma (M,); feat (M, C); x_norm (M, 3) box-normalised
-    sample position before any deformation; offset_sq (B,) mean squared deformation / max^2."""
+    sample position in the field's frame (after the torso's pose-linear motion, before the
+    deformation MLP); offset_sq (B,) mean squared deformation / max^2."""
 
     t: torch.Tensor
     delta: torch.Tensor
@@ -198,6 +202,7 @@ class DBFRenderer(Renderer):
             c.torso_box_min, c.torso_box_max, c.torso_plane_resolution, cond_dim=POSE_CODE_DIM,
             layers=c.torso_layers, **common
         )
+        self.torso_motion = PoseAffineMotion(POSE_CODE_DIM) if c.torso_affine else None
         self.deform = DeformField(POSE_CODE_DIM, c.deform_hidden, c.deform_freqs, c.deform_max_offset)
         self.upsampler = Upsampler(c.feature_dim, c.feature_scale, c.upsampler_channels)
         g = max(1, c.occupancy_resolution)
@@ -303,7 +308,9 @@ class DBFRenderer(Renderer):
     ) -> _Branch:
         """origins (B, 3), dirs (B, P, 3) in the field's frame -> the branch's samples on B * P rays.
 
-        Only samples inside the box (and, when `skip`, in occupied cells) are evaluated."""
+        Only samples inside the box (and, when `skip`, in occupied cells) are evaluated. With
+        `deform_pose` (torso), samples are first moved by the pose-linear motion (when configured),
+        so occupancy is kept in the field's own frame, then offset by the deformation MLP."""
         B, P, _ = dirs.shape
         near, far, hit = intersect_box(origins[:, None], dirs, fld.box_min, fld.box_max)
         ray = hit.reshape(-1).nonzero()[:, 0]  # (Rh,) rays that hit the box; flat b * P + p
@@ -315,6 +322,9 @@ class DBFRenderer(Renderer):
         o_n = (origins - fld.box_min) * scale - 1.0
         x = torch.addcmul(o_n[ray // P, None], t[..., None], (dirs.reshape(-1, 3)[ray] * scale)[:, None])
         x = x.reshape(-1, 3)
+        if deform_pose is not None and self.torso_motion is not None and len(ray):
+            per_frame = (torch.bincount(ray // P, minlength=B) * n).tolist()
+            x = self.torso_motion(x, per_frame, deform_pose)
         if skip or not bool(grid.hull.all()):
             idx = grid.query(x, hull_only=not skip).nonzero()[:, 0]  # (M,) into (Rh * n)
             x_norm = x[idx]

@@ -1,5 +1,5 @@
-"""Neural fields of DBF-NeRF: a conditioned tri-plane field (used by both branches) and the torso
-deformation field."""
+"""Neural fields of DBF-NeRF: a conditioned tri-plane field (used by both branches), the torso's
+pose-linear motion and its deformation field."""
 
 from __future__ import annotations
 
@@ -110,3 +110,29 @@ class DeformField(nn.Module):
         h = F.relu(film_linear(frequency_encoding(x_norm, self.n_freqs), counts, self.inp, gamma, beta))
         h = F.relu(self.mid(h))
         return self.max_offset * torch.tanh(self.out(h))
+
+
+class PoseAffineMotion(nn.Module):
+    """The torso's global motion: an affine map of the sample positions whose coefficients are LINEAR
+    in the pose code, x -> x + A(p) x + b(p), with A(p) = sum_k p_k A_k and b(p) = sum_k p_k b_k.
+
+    Why linear: the body follows the head only in part (a lean moves the shoulders less than the
+    head) but smoothly, and a model linear in the pose keeps predicting that when a held-out frame
+    poses the head beyond the training range, where a bounded MLP saturates and leaves the
+    collar where it was. It is zero at the reference pose (p = 0) and starts as the identity.
+    """
+
+    def __init__(self, pose_dim: int) -> None:
+        super().__init__()
+        self.coef = nn.Linear(pose_dim, 12, bias=False)  # -> (A: 3 x 3, b: 3) per frame
+        nn.init.zeros_(self.coef.weight)
+
+    def forward(self, x_norm: torch.Tensor, counts: list[int], pose: torch.Tensor) -> torch.Tensor:
+        """x_norm (N, 3) box-normalised points grouped by frame (`counts`), pose (B, pose_dim) ->
+        moved points (N, 3), same units."""
+        ab = self.coef(pose).reshape(-1, 3, 4)
+        eye = torch.eye(3, device=x_norm.device, dtype=x_norm.dtype)
+        m = (ab[:, :, :3] + eye).transpose(1, 2)  # (B, 3, 3): row-vector form, x @ (I + A)^T
+        if len(counts) == 1:
+            return torch.addmm(ab[0, :, 3], x_norm, m[0])
+        return torch.cat([torch.addmm(ab[f, :, 3], xf, m[f]) for f, xf in enumerate(x_norm.split(counts))])
