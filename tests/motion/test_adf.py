@@ -468,3 +468,40 @@ def test_expression_regressor_fits_and_generates():
         reg.generate(np.zeros((10, A + 2), np.float32))
     with pytest.raises(InputError, match="shorter than one video frame"):
         reg.generate(np.zeros((0, A), np.float32))
+
+
+def test_offset_head_shifts_the_expression_of_a_window_not_the_blink():
+    """The offset head adds one learned static offset per window to the decoded expression (zero before
+    training, so stage 2 starts from the codes alone) and is trained towards a constant shift of the speech
+    relative to its style clip."""
+    cfg = ADFConfig.tiny()
+    assert cfg.offset_head is False and ADFConfig.from_dict({}).offset_head is False  # older bundles load
+    cfg.offset_head = True
+    torch.manual_seed(0)
+    model = setup(D, A, cfg, MOUTH, toy_stats(cfg.window))
+    model.stage1_losses(sample_batch(np.random.default_rng(0), cfg.window, 8))  # initialises the codebooks
+    c = CLIPS[0]
+    before = model.generate(c["audio"][:50], *style_of(c))
+    head = model.expression_offset
+    assert head is not None and float(head.weight.abs().sum() + head.bias.abs().sum()) == 0.0
+    shift = torch.linspace(-1.0, 1.0, model.norm.latent_dim)
+    with torch.no_grad():
+        head.bias.copy_(shift)
+    after = model.generate(c["audio"][:50], *style_of(c))
+    assert np.array_equal(after["blink"], before["blink"])
+    want = (shift * model.norm.expression_scale).numpy()  # no PCA here: latent = scaled expression
+    assert np.allclose(after["expression"] - before["expression"], want[None], atol=1e-4)
+
+    # stage 2 trains the head towards a constant shift of the speech relative to its style clip
+    batch = sample_batch(np.random.default_rng(1), cfg.window, 8)
+    with torch.no_grad():
+        head.bias.zero_()
+    lift = 3 * float(model.norm.expression_scale)
+    grads = []
+    for sign in (1.0, -1.0):
+        shifted = MotionBatch(**{**batch.__dict__, "expression": batch.expression + sign * lift})
+        model.zero_grad()
+        model.stage2_losses(shifted)["loss"].backward()
+        grads.append(head.bias.grad.clone())
+    # gradient descent raises the offset for speech above its style clip and lowers it for speech below
+    assert float(grads[0].mean()) < 0 < float(grads[1].mean())

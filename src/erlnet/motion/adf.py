@@ -430,6 +430,11 @@ class ADFModel(nn.Module):
                                         c.pose_vq.codebook_size, self.vq_pose.n_groups, c.downsample, c.pose_decoder,
                                         latent_dim=self.vq_pose.latent_dim)
         self.contrast = SpeechContrast(c.audio_dim_model, len(mouth_columns), c.contrast)
+        # Static expression offset of a window (see ADFConfig.offset_head); zero at the start of stage 2.
+        self.expression_offset = nn.Linear(c.expression_decoder.d_model + e, e) if c.offset_head else None
+        if self.expression_offset is not None:
+            nn.init.zeros_(self.expression_offset.weight)
+            nn.init.zeros_(self.expression_offset.bias)
         self._stage1_frozen = False
 
     # ---- bookkeeping
@@ -611,8 +616,8 @@ class ADFModel(nn.Module):
         r_ref, t_ref = self._reference(batch)
         pose0 = self._pose0(batch.rotation[:, 0], batch.translation[:, 0], r_ref, t_ref)
         # At generation only the style clip is known: its mean is the offset to predict relative to.
-        x_e = self._expression_input(batch.expression, batch.blink,
-                                     self._mean_expression(batch.style_expression, batch.style_valid))
+        style_mean = self._mean_expression(batch.style_expression, batch.style_valid)
+        x_e = self._expression_input(batch.expression, batch.blink, style_mean)
         x_p = pose_deltas(batch.rotation, batch.translation) / self.norm.delta_scale
         with torch.no_grad():
             codes_e = self.vq_expression.tokenize(x_e, emo, pose0)
@@ -655,6 +660,8 @@ class ADFModel(nn.Module):
         out["contrast"], out["contrast_accuracy"] = self.contrast(audio, mouth_gt, batch.valid)
         loss = loss + c.contrast.weight * out["contrast"]
 
+        if pred_e is not None:
+            pred_e = self._add_offset(pred_e, ctx_e, style_mean)
         if pred_e is not None or pred_p is not None:
             # Unused halves get the target itself: zero loss, and one code path for the pair.
             rec = self._recon_losses(x_e if pred_e is None else pred_e, x_e,
@@ -690,6 +697,18 @@ class ADFModel(nn.Module):
         out[f"{name}_accuracy"] = hit.mean() if tok_valid is None else \
             (hit * tok_valid).sum() / tok_valid.sum().clamp_min(1.0)
         return decoder.cfg.latent_weight * out[f"{name}_latent"], vq.decode(z, emo, pose0)
+
+    def _add_offset(self, x: Tensor, ctx: Tensor, style_mean: Tensor | None) -> Tensor:
+        """Decoded expression windows x (B, W, E + 1) plus the offset head's static offset of each window,
+        read from the mean of its expression context ctx (B, N, d) and the normalised mean expression of
+        the style clip (B, E) that the codes are relative to (None: zeros), so that pulling a noisy style
+        mean back towards the speech's is a linear map; x unchanged without the head."""
+        if self.expression_offset is None:
+            return x
+        b, e = x.shape[0], self.norm.latent_dim
+        mean = x.new_zeros(b, e) if style_mean is None else style_mean.expand(b, e)
+        delta = self.expression_offset(torch.cat([ctx.mean(1), mean], dim=-1))  # (B, E)
+        return x + F.pad(delta, (0, 1))[:, None]  # blink (last column) untouched
 
     def _sync_loss(self, audio: Tensor, mouth_pred: Tensor, valid: Tensor | None) -> Tensor:
         """InfoNCE of the generated mouth against the audio, through a frozen copy of the contrast module:
@@ -767,8 +786,9 @@ class ADFModel(nn.Module):
                     codes = self._continue_windows(self.decoder_expression, ctx, codes, starts, t_exp,
                                                    c.expression_decoder.top_k, noise)
                 x = self.vq_expression.decode_indices(codes, emo, pose0)  # (n, W, E + 1)
-            z = blend(x[..., :-1], starts, n_frames)
             offset = self._mean_expression(s_expr[None], None)
+            x = self._add_offset(x, ctx, offset)
+            z = blend(x[..., :-1], starts, n_frames)
             expression = self.norm.expression_inverse(z if offset is None else z + offset)
             blink = blend(x[..., -1], starts, n_frames).clamp(0.0, 1.0)
             if pose_mode == "static":

@@ -123,6 +123,12 @@ class ADFConfig:
     style_offset: bool = True  # code expressions relative to a mean expression (the clip's in stage 1, the style
     # clip's in stage 2 and at generation) and add it back: carries the static part of a style (a smile, raised brows,
     # a speaker's resting mouth) whatever the training data's styles
+    # Stage 2 also predicts a static offset per window (linear in the mean of the audio + style context and in the
+    # style clip's mean expression), added to the decoded codes: how this speech's mean expression differs from
+    # the style clip's (a few seconds of speech have their own mean mouth), which stage 1's codes, measured from
+    # each clip's own mean, rarely hold.
+    # Off by default so bundles saved without it still load; `erlnet train-motion` turns it on.
+    offset_head: bool = False
     # Residual levels: one level of 2 x 256 codes per 4 frames cannot hold the mouth's detail (held-out
     # reconstruction ~1.1 mm mouth LMD); four levels reach ~0.6 mm for the same training time.
     expression_vq: VQConfig = field(default_factory=lambda: VQConfig(levels=4))
