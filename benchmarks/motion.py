@@ -40,17 +40,20 @@ class MotionBench:
 
 
 def generation_speed(seconds: float, runs: int) -> dict[str, Any]:
-    """x real time of `ADFModel.generate` (default config, one thread) on procedural speech."""
+    """x real time of `ADFModel.generate` (the model `erlnet train-motion` builds by default, one thread) on
+    procedural speech."""
     from erlnet.inference.animate import cpu_threads
-    from erlnet.motion.config import ADFConfig, compute_statistics
+    from erlnet.motion.config import compute_statistics
     from erlnet.motion.corpus import toy_corpus
+    from erlnet.train.motion import MotionTrainConfig
 
     with tempfile.TemporaryDirectory() as tmp:
         c = toy_corpus(Path(tmp) / "c", n_speech=2, n_style=1, seconds=max(seconds, 4.0))
         clips = [c.load(x) for x in c.select("all", audio=True)]
+        config = MotionTrainConfig().model
         stats = compute_statistics([x.expression for x in clips], [x.rotation for x in clips],
-                                   [x.translation for x in clips], [x.audio for x in clips])
-        model = ADFConfig().setup(c.expression_dim, c.audio_dim, statistics=stats).eval()
+                                   [x.translation for x in clips], [x.audio for x in clips], pca_dim=config.pca_dim)
+        model = config.setup(c.expression_dim, c.audio_dim, statistics=stats).eval()
         clip = clips[0]
         n = int(seconds * 25)
         out: dict[str, Any] = {"seconds": seconds, "frames": n}
@@ -84,14 +87,13 @@ def training_time(corpus: Path, steps: int, pca_dim: int, run_dir: Path, threads
     """Seconds per step of each phase over `steps` steps (default model and batch size)."""
     import shutil
 
-    from erlnet.motion.config import ADFConfig, RegressorConfig
     from erlnet.train.motion import MotionTrainConfig, train_motion
     from erlnet.train.trainer import TrainerConfig
 
     shutil.rmtree(run_dir, ignore_errors=True)
     base = MotionTrainConfig()
     cfg = replace(base, stage1_steps=steps, stage2_steps=steps, regressor_steps=steps, cpu_threads=threads,
-                  model=ADFConfig(pca_dim=pca_dim), regressor=RegressorConfig(pca_dim=pca_dim),
+                  model=replace(base.model, pca_dim=pca_dim), regressor=replace(base.regressor, pca_dim=pca_dim),
                   trainer=TrainerConfig(val_every=0, checkpoint_every=0, log_every=10, accelerator="cpu",
                                         devices="1"))
     t0 = time.perf_counter()

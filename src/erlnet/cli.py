@@ -251,6 +251,9 @@ def _train_motion_entry() -> Callable[..., None]:
             help="optimisation steps of the no-VQ baseline (0 = none)")] = defaults.regressor_steps,
         cpu_threads: Annotated[int, tyro.conf.arg(
             help="torch CPU threads (0 = torch's default; 1 is much faster on a shared, busy CPU)")] = 0,
+        select_best: Annotated[bool, tyro.conf.arg(
+            help="stage 2 and the regressor keep their best validated weights (validation clips: "
+                 "--data.val-fraction of the training clips)")] = defaults.select_best,
         trainer: Annotated[TrainerConfig, Flat] = defaults.trainer,
         data: MotionDataConfig = defaults.data,
         optim: MotionOptimConfig = defaults.optim,
@@ -267,8 +270,8 @@ def _train_motion_entry() -> Callable[..., None]:
 
         show = log_flags.apply()
         cfg = MotionTrainConfig(stage1_steps=stage1_steps, stage2_steps=stage2_steps, regressor_steps=regressor_steps,
-                                cpu_threads=cpu_threads, trainer=trainer, data=data, optim=optim, model=model,
-                                regressor=regressor)
+                                cpu_threads=cpu_threads, select_best=select_best, trainer=trainer, data=data,
+                                optim=optim, model=model, regressor=regressor)
         try:
             result = train_motion(corpus, output, cfg, resume=resume, progress=show)
         except KeyboardInterrupt:

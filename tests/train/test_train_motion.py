@@ -4,6 +4,7 @@ resume, and refusals."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -116,3 +117,82 @@ def test_refusals(corpus: Path, tmp_path: Path) -> None:
     toy_corpus(silent, n_speech=0, n_style=1, seconds=2.0)
     with pytest.raises(InputError, match="clips with speech"):
         train_motion(silent, tmp_path / "m", _cfg(), progress=False)
+
+
+def test_validation_split_takes_whole_training_clips_from_large_sources_only(corpus: Path) -> None:
+    from erlnet.train.motion import validation_split
+
+    c = Corpus(corpus)
+    train = [c.load(x) for x in c.select("train")]
+    speech = [x.info.id for x in train if x.audio is not None]
+    assert validation_split(train, 0.0) == []
+    assert validation_split(train, 0.1) == []  # 3 speech clips: too few to give one up at 10 %
+    val = validation_split(train, 0.34)
+    assert len(val) == 1 and set(val) <= set(speech)
+    assert validation_split(train, 0.34) == val  # reproducible
+    assert not set(val) & set(c.doc["heldout"])  # never an evaluation clip
+
+
+def test_style_clip_stays_off_the_window_and_augmentation_keeps_windows_consistent(corpus: Path) -> None:
+    c = Corpus(corpus)
+    clips = [c.load(x) for x in c.select("train", audio=True)]  # 50-frame clips of one speaker
+    ds = MotionWindows(clips, window=16, stride=4, audio=True, style=True, style_frames=(12, 20),
+                       same_clip_style=1.0, deterministic=True, style_disjoint=True)
+    for i in range(len(ds)):
+        k, s = ds.index[i]
+        j, a, n = ds._style_segment(k, s, np.random.default_rng(i))
+        assert 12 <= n <= 20 and a + n <= len(clips[j])
+        assert j != k or a + n <= s or a >= s + 16  # never the window's own frames
+    # no room beside a 64-frame window in a 50-frame clip: another clip of the speaker and style instead,
+    # the overlapping segment only when there is none
+    twin = replace(clips[0], info=replace(clips[0].info, id="twin"))
+    wide = MotionWindows([*clips, twin], window=64, stride=4, audio=True, style=True, style_frames=(25, 40),
+                         same_clip_style=1.0, deterministic=True, style_disjoint=True)
+    picks = {k: wide._style_segment(k, 0, np.random.default_rng(0))[0] for k in range(len(clips) + 1)}
+    assert picks[0] == len(clips) and picks[len(clips)] == 0  # the two with a partner use each other
+    assert all(picks[k] == k for k in range(1, len(clips)))  # alone in their style: their own frames
+
+    plain = MotionWindows(clips, window=16, stride=4, audio=True)
+    warped = MotionWindows(clips, window=16, stride=4, audio=True, time_warp=0.3, audio_noise=0.5)
+    import torch
+
+    torch.manual_seed(0)
+    a, b = plain[0], warped[0]
+    assert a["expression"].shape == b["expression"].shape and b["audio"].shape == a["audio"].shape
+    assert b["expression"][0] == pytest.approx(a["expression"][0], abs=1e-6)  # same start frame
+    assert not np.allclose(a["audio"], b["audio"])  # noise (and a new rate) applied
+    rot = b["rotation"].astype(np.float64)
+    assert np.allclose(rot @ np.swapaxes(rot, -1, -2), np.eye(3), atol=1e-5)  # still rotations
+    assert np.allclose(np.linalg.det(rot), 1.0, atol=1e-5)
+    # validation windows are never augmented
+    val = MotionWindows(clips, window=16, stride=4, audio=True, time_warp=0.3, audio_noise=0.5, deterministic=True)
+    assert np.array_equal(val[0]["audio"], a["audio"]) and np.array_equal(val[0]["expression"], a["expression"])
+
+
+def test_best_validated_weights_are_kept_and_recorded(corpus: Path, tmp_path: Path) -> None:
+    import torch
+
+    from erlnet.train.motion import MotionData
+
+    cfg = _cfg(steps=4, stage1_steps=2)
+    cfg.trainer.val_every = 1
+    cfg.data.val_fraction = 0.34
+    res = train_motion(corpus, tmp_path / "m", cfg, progress=False)
+    assert set(res.selected) == {"stage2", "regressor"}
+    assert res.selected["stage2"]["metric"] == "val_stage2/expression_feature"
+    for phase in ("stage2", "regressor"):
+        best = torch.load(tmp_path / "m" / phase / "best.pt", map_location="cpu", weights_only=False)
+        (log_file,) = (tmp_path / "m" / phase / "logs").glob("version_*/metrics.csv")
+        import csv
+
+        rows = [r for r in csv.DictReader(log_file.open()) if r.get(best["metric"])]
+        values = [float(r[best["metric"]]) for r in rows]
+        assert len(values) == 4 and best["value"] == pytest.approx(min(values), rel=1e-5)
+    mm = load_motion_model(tmp_path / "m")
+    assert mm.meta["selected"]["regressor"]["step"] == res.selected["regressor"]["step"]
+    best = torch.load(tmp_path / "m" / "regressor" / "best.pt", map_location="cpu", weights_only=False)
+    w = best["state_dict"]["regressor.inp.weight"]
+    assert mm.regressor is not None and torch.equal(mm.regressor.inp.weight.cpu(), w)  # the bundle holds the best
+    data = MotionData(Corpus(corpus), cfg.data, 16, 25)
+    assert mm.meta["val_clips"] == [x.info.id for x in data.val_clips]
+    assert not {x.info.id for x in data.val_clips} & {x.info.id for x in data.train_clips}

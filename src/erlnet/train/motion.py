@@ -71,8 +71,20 @@ class MotionDataConfig:
     style_max_frames: int = 100  # longest style clip given to stage 2 (the style encoders are most of a step's cost)
     same_clip_style: float = 0.5  # chance the style clip comes from the window's own clip (else another clip
     # of the same speaker and style label, when there is one)
-    val_windows: int = 64  # held-out windows scored at each validation
+    val_windows: int = 64  # validation windows scored at each validation
     reference: Literal["speaker", "clip"] = "speaker"  # neutral face the expressions are measured from
+    # Validation clips for checkpoint selection, taken from the *training* clips (never the corpus' held-out
+    # evaluation clips): this share of the speech clips of every source with at least 1 / val_fraction of
+    # them (whole clips, reproducible). 0, or no source that large: validate on the held-out clips, for the
+    # logs only (no selection).
+    val_fraction: float = 0.1
+    # The style clip never overlaps the training window (another segment of the same clip when it has room,
+    # else another clip of the speaker, else the overlapping segment): at generation the style clip is never
+    # the speech being animated, and a style clip holding the target lets stage 2 memorise clips.
+    style_disjoint: bool = True
+    # Augmentation of speech windows (stage 2 and the regressor alike; training split only):
+    time_warp: float = 0.1  # speaking rate: audio and motion resampled together by a factor in [1 - x, 1 + x]
+    audio_noise: float = 0.1  # Gaussian noise on the audio features, in units of each feature's corpus std
 
 
 @dataclass
@@ -96,10 +108,15 @@ class MotionTrainConfig:
     stage2_steps: int = 6000  # optimisation steps of stage 2
     regressor_steps: int = 2000  # optimisation steps of the baseline (0 = no baseline)
     cpu_threads: int = 0  # torch CPU threads (0 = torch's default); 1 is much faster on a shared, busy CPU
-    trainer: TrainerConfig = field(default_factory=lambda: TrainerConfig(val_every=500, checkpoint_every=500))
+    # Stage 2 and the regressor keep the weights of their best validation (lowest expression loss on the
+    # validation clips, see MotionDataConfig.val_fraction) instead of the last step's: both overfit the
+    # small corpus long before their step budget ends.
+    select_best: bool = True
+    trainer: TrainerConfig = field(default_factory=lambda: TrainerConfig(val_every=100, checkpoint_every=500))
     data: MotionDataConfig = field(default_factory=MotionDataConfig)
     optim: MotionOptimConfig = field(default_factory=MotionOptimConfig)
-    model: ADFConfig = field(default_factory=lambda: ADFConfig(pca_dim=64))  # 64 components: 0.1 mm mouth LMD
+    # 64 components: 0.1 mm mouth LMD
+    model: ADFConfig = field(default_factory=lambda: ADFConfig(pca_dim=64, offset_head=True))
     regressor: RegressorConfig = field(default_factory=lambda: RegressorConfig(pca_dim=64))
 
     def steps(self, phase: Phase) -> int:
@@ -125,20 +142,35 @@ class MotionWindows(Dataset):
 
     Every `stride`-th start of every clip is one item (a clip shorter than the window gives one padded
     window whose padding is masked out). With `style=True` an item also carries a style clip: a random
-    segment of the same clip or of another clip of the same speaker and style label. `deterministic`
-    draws those choices from the item index (validation), else from torch's seeded generator.
+    segment of the same clip or of another clip of the same speaker and style label; `style_disjoint`
+    keeps it off the window's own frames (see `MotionDataConfig.style_disjoint`). `deterministic` draws
+    those choices from the item index (validation), else from torch's seeded generator.
+
+    Augmentation (random, so only when not `deterministic`; `time_warp` and `audio_noise` as in
+    `MotionDataConfig`): the window is read at a random speaking rate, audio features and motion
+    resampled together (rotations re-orthonormalised), and the audio features get Gaussian noise.
     """
 
     def __init__(self, clips: Sequence[ClipData], window: int, stride: int, audio: bool = False,
                  style: bool = False, style_frames: tuple[int, int] = (50, 200), same_clip_style: float = 0.5,
-                 deterministic: bool = False) -> None:
+                 deterministic: bool = False, style_disjoint: bool = False, time_warp: float = 0.0,
+                 audio_noise: float = 0.0) -> None:
         if not clips:
             raise InputError("no clips to cut training windows from")
+        if not 0 <= time_warp < 1 or audio_noise < 0:
+            raise InputError(f"time_warp must be in [0, 1) and audio_noise >= 0, got {time_warp}, {audio_noise}")
         self.clips = list(clips)
         self.window, self.audio, self.style = window, audio, style
         self.style_frames, self.same_clip_style, self.deterministic = style_frames, same_clip_style, deterministic
+        self.style_disjoint = style_disjoint
+        self.time_warp = 0.0 if deterministic else float(time_warp)
+        self.audio_noise = 0.0 if deterministic or not audio else float(audio_noise)
         if audio and any(c.audio is None for c in self.clips):
             raise InputError("audio windows need clips with speech")
+        self.audio_std = None
+        if self.audio_noise > 0:
+            feats = np.concatenate([c.audio for c in self.clips if c.audio is not None]).astype(np.float64)
+            self.audio_std = feats.std(axis=0).astype(np.float32)
         self.refs = [reference_pose(c) for c in self.clips]
         self.mean_expressions = [mean_expression(c) for c in self.clips]
         self.index = [(k, s) for k, c in enumerate(self.clips)
@@ -163,43 +195,118 @@ class MotionWindows(Dataset):
             seg = np.concatenate([seg, np.repeat(seg[-1:], n - len(seg), axis=0)])
         return seg
 
+    @staticmethod
+    def _resample(x: np.ndarray, pos: np.ndarray) -> np.ndarray:
+        """x (T, ...) read at fractional frame positions pos (n,) in [0, T - 1] by linear interpolation."""
+        lo = np.floor(pos).astype(np.int64)
+        hi = np.minimum(lo + 1, len(x) - 1)
+        f = (pos - lo).astype(np.float32).reshape(-1, *([1] * (x.ndim - 1)))
+        return ((1 - f) * x[lo] + f * x[hi]).astype(x.dtype)
+
+    def _frames(self, c: ClipData, s: int, speed: float) -> dict[str, np.ndarray]:
+        """The window's per-frame arrays; speed != 1 reads `speed` source frames per output frame."""
+        w = self.window
+        names = ["expression", "blink", "rotation", "translation"] + (["audio"] if self.audio else [])
+        if speed == 1.0:
+            out = {k: self._cut(getattr(c, k), s, w) for k in names}
+            valid = self._cut(c.valid, s, w).copy()
+            valid[max(0, len(c) - s):] = False  # padding
+            return out | {"valid": valid}
+        pos = s + speed * np.arange(w)
+        inside = pos <= len(c) - 1
+        pos = np.minimum(pos, len(c) - 1)
+        out = {k: self._resample(getattr(c, k), pos) for k in names}
+        u, _, vt = np.linalg.svd(out["rotation"].astype(np.float64))  # back onto rotations
+        d = np.sign(np.linalg.det(u @ vt))
+        u[..., :, -1] *= d[..., None]
+        out["rotation"] = (u @ vt).astype(np.float32)
+        lo = np.floor(pos).astype(np.int64)
+        valid = c.valid[lo] & c.valid[np.minimum(lo + 1, len(c) - 1)] & inside
+        return out | {"valid": valid}
+
+    def _style_segment(self, k: int, s: int, rng: np.random.Generator) -> tuple[int, int, int]:
+        """(clip, start, length) of the style clip of window (clip k, start s)."""
+        lo, hi = self.style_frames
+        others = [j for j in self.partners[k] if j != k]
+        same = not others or rng.random() < self.same_clip_style
+        if self.style_disjoint:
+            n_k = len(self.clips[k])
+            before, after = s, max(0, n_k - (s + self.window))  # frames of clip k outside the window
+            room = [(a, b) for a, b in ((0, before), (n_k - after, n_k)) if b - a >= min(lo, n_k)]
+            if same and room:
+                a, b = room[int(rng.integers(len(room)))]
+                n = int(rng.integers(min(lo, b - a), min(hi, b - a) + 1))
+                return k, a + int(rng.integers(0, b - a - n + 1)), n
+            if others:
+                same = False
+        j = k if same else others[int(rng.integers(len(others)))]
+        n_j = len(self.clips[j])
+        n = int(rng.integers(min(lo, n_j), min(hi, n_j) + 1))
+        return j, int(rng.integers(0, n_j - n + 1)), n
+
     def __getitem__(self, i: int) -> dict[str, Any]:
         k, s = self.index[i]
-        c, w = self.clips[k], self.window
-        valid = self._cut(c.valid, s, w).copy()
-        valid[max(0, len(c) - s):] = False  # padding
-        item: dict[str, Any] = {
-            "expression": self._cut(c.expression, s, w), "blink": self._cut(c.blink, s, w),
-            "rotation": self._cut(c.rotation, s, w), "translation": self._cut(c.translation, s, w),
-            "valid": valid, "emotion": emotion_index(c.info.emotion),
+        c = self.clips[k]
+        rng = self._rng(i) if (self.style or self.time_warp > 0 or self.audio_noise > 0) else None
+        speed = 1.0
+        if self.time_warp > 0 and rng is not None:
+            speed = float(rng.uniform(1 - self.time_warp, 1 + self.time_warp))
+        item: dict[str, Any] = self._frames(c, s, speed) | {
+            "emotion": emotion_index(c.info.emotion),
             "ref_rotation": self.refs[k][0], "ref_translation": self.refs[k][1],
             "ref_expression": self.mean_expressions[k],
         }
-        if self.audio:
-            item["audio"] = self._cut(c.audio, s, w)
+        if self.audio_noise > 0 and rng is not None and self.audio_std is not None:
+            noise = rng.standard_normal(item["audio"].shape).astype(np.float32)
+            item["audio"] = item["audio"] + self.audio_noise * self.audio_std * noise
         if self.style:
-            rng = self._rng(i)
-            others = [j for j in self.partners[k] if j != k]
-            j = k if not others or rng.random() < self.same_clip_style else others[int(rng.integers(len(others)))]
+            assert rng is not None
+            j, a, n = self._style_segment(k, s, rng)
             sc = self.clips[j]
-            lo, hi = self.style_frames
-            n = int(rng.integers(min(lo, len(sc)), min(hi, len(sc)) + 1))
-            a = int(rng.integers(0, len(sc) - n + 1))
             item |= {"style_expression": sc.expression[a:a + n], "style_rotation": sc.rotation[a:a + n],
                      "style_translation": sc.translation[a:a + n]}
         return item
 
 
+def validation_split(clips: Sequence[ClipData], fraction: float) -> list[str]:
+    """Ids of the training clips set aside for validation (checkpoint selection): in every source with at
+    least 1 / fraction speech clips, int(fraction * n) of them, chosen reproducibly (sha256 of the id).
+    Smaller sources keep all their clips for training. fraction 0 -> none."""
+    import hashlib
+
+    if not 0 <= fraction < 1:
+        raise InputError(f"val_fraction must be in [0, 1), got {fraction}")
+    by_source: dict[str, list[str]] = {}
+    for c in clips:
+        if c.audio is not None:
+            by_source.setdefault(c.info.source, []).append(c.info.id)
+    out: list[str] = []
+    for ids in by_source.values():
+        n = int(fraction * len(ids))
+        ranked = sorted(ids, key=lambda x: hashlib.sha256(f"val:{x}".encode()).hexdigest())
+        out += ranked[:n] if n < len(ids) else []
+    return sorted(out)
+
+
 class MotionData(L.LightningDataModule):
-    """Corpus clips in memory, split into training and held-out clips; one dataset per phase."""
+    """Corpus clips in memory, split into training and validation clips; one dataset per phase.
+
+    The validation clips are a part of the corpus' training clips (`validation_split`) when
+    `val_fraction` finds some (`selects` is then True: validation may pick checkpoints); else the
+    corpus' held-out clips, for the logs only.
+    """
 
     def __init__(self, corpus: Corpus, config: MotionDataConfig, window: int, min_style_frames: int) -> None:
         super().__init__()
         self.corpus, self.cfg, self.window = corpus, config, window
         self.min_style = min_style_frames
         self.phase: Phase = "stage1"
-        self.train_clips = [corpus.load(c, config.reference) for c in corpus.select("train")]
-        self.val_clips = [corpus.load(c, config.reference) for c in corpus.select("heldout")]
+        train = [corpus.load(c, config.reference) for c in corpus.select("train")]
+        val_ids = set(validation_split(train, config.val_fraction))
+        self.selects = bool(val_ids)
+        self.train_clips = [c for c in train if c.info.id not in val_ids]
+        self.val_clips = [c for c in train if c.info.id in val_ids] if val_ids else \
+            [corpus.load(c, config.reference) for c in corpus.select("heldout")]
         if not self.train_clips:
             raise InputError(f"{corpus.root}: no training clips (every clip is held out)")
         short = [c.info.id for c in self.train_clips if len(c) < 2]
@@ -222,10 +329,15 @@ class MotionData(L.LightningDataModule):
         if not clips:
             return None
         lo = max(self.cfg.style_min_frames, self.min_style)
-        return MotionWindows(clips, self.window, self.cfg.stride if split == "train" else self.window,
+        train = split == "train"
+        augment = train and audio
+        return MotionWindows(clips, self.window, self.cfg.stride if train or self.selects else self.window,
                              audio=audio, style=phase == "stage2",
                              style_frames=(lo, max(lo, self.cfg.style_max_frames)),
-                             same_clip_style=self.cfg.same_clip_style, deterministic=split == "val")
+                             same_clip_style=self.cfg.same_clip_style, deterministic=not train,
+                             style_disjoint=self.cfg.style_disjoint,
+                             time_warp=self.cfg.time_warp if augment else 0.0,
+                             audio_noise=self.cfg.audio_noise if augment else 0.0)
 
     def check_phase(self, phase: Phase) -> None:
         if self.dataset("train", phase) is None:
@@ -384,6 +496,46 @@ class MotionCheckpoint(Callback):
             log.warning("interrupted at step %d: saved %s and the bundle", trainer.global_step, self.ckpt)
 
 
+# Validation metric a phase keeps its best weights by (the first one logged). Both measure the decoded
+# expression the same way (normalised expression MSE + blink MSE + 0.5 * velocity MSE, with the default
+# weights), so ADF and the regressor are selected alike.
+SELECT_METRICS: dict[Phase, tuple[str, ...]] = {"stage2": ("expression_feature", "loss"), "regressor": ("loss",)}
+BEST = "best.pt"
+
+
+class BestWeights(Callback):
+    """Keeps the weights of the validation with the lowest selection metric in PHASE/best.pt
+    ({"step", "metric", "value", "state_dict"}); a resumed phase continues from the stored best."""
+
+    def __init__(self, path: Path, phase: Phase) -> None:
+        self.path, self.names = path, tuple(f"val_{phase}/{m}" for m in SELECT_METRICS[phase])
+        self.best = math.inf
+        if path.exists():
+            self.best = float(torch.load(path, map_location="cpu", weights_only=False)["value"])
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        name = next((n for n in self.names if n in trainer.callback_metrics), None)
+        if name is None:
+            return
+        value = float(trainer.callback_metrics[name])
+        if not value < self.best:
+            return
+        self.best = value
+        if trainer.is_global_zero:
+            state = {k: v.detach().cpu().clone() for k, v in pl_module.state_dict().items()}
+            tmp = self.path.with_suffix(".tmp")
+            torch.save({"step": int(trainer.global_step), "metric": name, "value": value, "state_dict": state}, tmp)
+            tmp.replace(self.path)
+
+
+def _phase_weights(out: Path, phase: Phase, select: bool) -> Path:
+    """The checkpoint holding a finished phase's final weights: its best.pt when selecting, else last.ckpt."""
+    best = out / phase / BEST
+    return best if select and best.exists() else out / phase / LAST
+
+
 @dataclass
 class MotionTrainResult:
     """What `train_motion` did."""
@@ -392,6 +544,7 @@ class MotionTrainResult:
     stages: dict[str, int]  # steps done per phase
     seconds: dict[str, float]  # wall time per phase run now (skipped phases absent)
     metrics: dict[str, float]  # last logged values
+    selected: dict[str, dict[str, Any]] = field(default_factory=dict)  # phase -> step, metric, value kept
 
 
 def _ckpt_step(path: Path) -> int:
@@ -473,13 +626,29 @@ def _train(corpus_dir: str | Path, out: Path, cfg: MotionTrainConfig, resume: bo
     stages = {p: 0 for p in PHASES}
     seconds: dict[str, float] = {}
     metrics: dict[str, float] = {}
+    selected: dict[str, dict[str, Any]] = {}
+    select = cfg.select_best and data.selects
+    if cfg.select_best and not data.selects:
+        log.info("no validation clips among the training clips (val_fraction %.2f): keeping the last weights",
+                 cfg.data.val_fraction)
+
+    def keep_best(phase: Phase) -> None:
+        """Load the phase's best validated weights into the system and note them."""
+        path = out / phase / BEST
+        if not (select and phase in SELECT_METRICS and path.exists()):
+            return
+        best = torch.load(path, map_location="cpu", weights_only=False)
+        system.load_state_dict(best["state_dict"])
+        selected[phase] = {"step": int(best["step"]), "metric": best["metric"], "value": float(best["value"])}
+        log.info("%s: keeping the weights of step %d (%s %.4f)", phase, best["step"], best["metric"], best["value"])
 
     def export(step: int, phase: Phase) -> None:
         stages[phase] = step
         meta = {"stages": dict(stages), "corpus": record["corpus"], "train_config": RUN_CONFIG,
                 "expression_dim": corpus.expression_dim, "audio_dim": corpus.audio_dim,
                 "pca_dim": cfg.model.pca_dim, "expression_scale": float(stats.expression_scale),
-                "reference": cfg.data.reference}
+                "reference": cfg.data.reference, "selected": dict(selected),
+                "val_clips": [c.info.id for c in data.val_clips] if data.selects else []}
         save_motion_model(out, system.model, system.regressor, corpus.audio_config, corpus.representation_config,
                           meta)
 
@@ -491,20 +660,22 @@ def _train(corpus_dir: str | Path, out: Path, cfg: MotionTrainConfig, resume: bo
             continue
         if done >= steps:  # finished earlier: take its weights and move on
             _load_weights(system, ckpt)
+            keep_best(phase)
             stages[phase] = done
             log.info("%s: done (%d steps), skipped", phase, done)
             continue
         if not ckpt.exists():
-            previous = [out / p / LAST for p in PHASES[:PHASES.index(phase)] if (out / p / LAST).exists()]
+            previous = [p for p in PHASES[:PHASES.index(phase)] if (out / p / LAST).exists()]
             if previous:
-                _load_weights(system, previous[-1])
+                _load_weights(system, _phase_weights(out, previous[-1], select))
         system.set_phase(phase, steps)
         data.phase = phase
         saver = MotionCheckpoint(ckpt, cfg.trainer.checkpoint_every, lambda s, p=phase: export(s, p))
         has_val = data.dataset("val", phase) is not None
         tcfg = replace(cfg.trainer, max_steps=steps, val_every=cfg.trainer.val_every if has_val else 0,
                        preview_every=0)
-        trainer = build_trainer(tcfg, out / phase, [saver, *callbacks], progress=progress)
+        extra: list[Callback] = [BestWeights(out / phase / BEST, phase)] if select and phase in SELECT_METRICS else []
+        trainer = build_trainer(tcfg, out / phase, [saver, *extra, *callbacks], progress=progress)
         handler = signal.getsignal(signal.SIGINT)
         t0 = time.perf_counter()
         try:
@@ -518,8 +689,12 @@ def _train(corpus_dir: str | Path, out: Path, cfg: MotionTrainConfig, resume: bo
             signal.signal(signal.SIGINT, handler)
         seconds[phase] = time.perf_counter() - t0
         metrics |= {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+        if extra:
+            keep_best(phase)
+            if _launched_rank() == 0:
+                export(stages[phase], phase)
     if not any(stages.values()):
         raise InputError("nothing to train: all phase step counts are 0")
     if _launched_rank() == 0:
         export(stages["regressor"], "regressor")  # final bundle with every phase's step count
-    return MotionTrainResult(out, stages, seconds, metrics)
+    return MotionTrainResult(out, stages, seconds, metrics, selected)
