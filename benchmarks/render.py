@@ -10,6 +10,9 @@ the first 80 %, test on the last 20 %).
         # side by side (--jobs 2, one thread each), then trained-avatar render speed on both cores
     python -m benchmarks.render --minutes 0.5 --smoke    # a short end-to-end check of the quality path
     python -m benchmarks.render --minutes 20 --real-minutes 60 --skip-speed --reuse   # re-score the avatars trained before
+    python -m benchmarks.render --real-minutes 60 --subjects real --seeds 2 --jobs 4 --skip-speed
+        # two training seeds per fusion mode (a 12-minute run varies by ~1 dB from seed to seed):
+        # each seed's row and their mean
 
 Every measurement runs in its own process (peak RSS is its own). Subjects are preprocessed once into
 --work (default bench-results/render-work) and reused.
@@ -90,7 +93,8 @@ if sys.argv[9] == "reuse" and record.exists() and (Path(out) / "model.safetensor
     sys.exit(0)
 cfg = AvatarTrainConfig(
     trainer=TrainerConfig(max_steps=int(steps), max_minutes=float(minutes), log_every=50, preview_every=0,
-                          checkpoint_every=0, val_every=0, accelerator="cpu" if sys.argv[8] == "cpu" else "auto"),
+                          checkpoint_every=0, val_every=0, accelerator="cpu" if sys.argv[8] == "cpu" else "auto",
+                          seed=int(sys.argv[10])),
     data=DataConfig(image_size=int(size)),
     renderer=DBFConfig(fusion=fusion),
     phases=PhaseConfig(warmup_fraction=0.2, lip_fraction=0.1),
@@ -201,32 +205,50 @@ def bench_speed(runs: int, device: str) -> dict[str, Any]:
 
 
 def bench_quality(subjects: dict[str, Path], work: Path, minutes: dict[str, float], size: int, eval_frames: int,
-                  device: str, jobs: int, reuse: bool = False) -> dict[str, Any]:
-    """Train one avatar per (subject, fusion) for `minutes[subject]` (the schedule follows the time
-    budget) and evaluate it. `jobs` > 1 trains that many side by side, each on cpu_count / jobs threads.
-    `reuse` evaluates an avatar that an earlier run trained with the same budget instead of training it
-    again. A run that fails is reported as such; the others still count."""
+                  device: str, jobs: int, reuse: bool = False, seeds: int = 1) -> dict[str, Any]:
+    """Train one avatar per (subject, fusion, seed in 0..seeds-1) for `minutes[subject]` (the schedule
+    follows the time budget) and evaluate it. `jobs` > 1 trains that many side by side, each on
+    cpu_count / jobs threads (at least 1). `reuse` evaluates an avatar that an earlier run trained with
+    the same budget instead of training it again. A run that fails is reported as such; the others
+    still count. Keys are "subject/fusion" (seed 0) and "subject/fusion seed N"."""
     from concurrent.futures import ThreadPoolExecutor
 
     threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else 0
     steps = 10**7  # never binding: the time budget ends every run
 
-    def one(name: str, subject: Path, fusion: str) -> tuple[str, dict[str, Any]]:
-        avatar = work / "avatars" / f"{name}-{fusion}-{minutes[name]:g}min"
+    def one(name: str, subject: Path, fusion: str, seed: int) -> tuple[str, dict[str, Any]]:
+        avatar = work / "avatars" / f"{name}-{fusion}-{minutes[name]:g}min{f'-seed{seed}' if seed else ''}"
+        key = f"{name}/{fusion}{f' seed {seed}' if seed else ''}"
         if not reuse:
             shutil.rmtree(avatar, ignore_errors=True)
-        info = {"threads": threads or "default", "jobs": jobs, "avatar": str(avatar), "minutes": minutes[name]}
+        info = {"threads": threads or "default", "jobs": jobs, "avatar": str(avatar), "minutes": minutes[name],
+                "seed": seed}
         try:
             res, wall = run_child(QUALITY_CHILD, [str(subject), str(avatar), fusion, str(minutes[name]), str(size),
-                                                  str(steps), str(eval_frames), device, "reuse" if reuse else "train"],
+                                                  str(steps), str(eval_frames), device, "reuse" if reuse else "train",
+                                                  str(seed)],
                                   threads=threads)
         except RuntimeError as exc:
-            return f"{name}/{fusion}", info | {"error": str(exc).strip().splitlines()[-1]}
-        return f"{name}/{fusion}", res | info | {"wall_s": wall}
+            return key, info | {"error": str(exc).strip().splitlines()[-1]}
+        return key, res | info | {"wall_s": wall}
 
-    plan = [(name, subject, fusion) for name, subject in subjects.items() for fusion in ("feature", "pixel")]
+    plan = [(name, subject, fusion, seed) for name, subject in subjects.items() for fusion in ("feature", "pixel")
+            for seed in range(seeds)]
     with ThreadPoolExecutor(max(1, jobs)) as pool:
         return dict(pool.map(lambda a: one(*a), plan))
+
+
+MEAN_KEYS = ("psnr", "ssim", "neck_l1", "neck_psnr", "steps")
+
+
+def seed_means(quality: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """Mean of the headline metrics over the seeds of each subject/fusion that has several."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for key, q in quality.items():
+        if "error" not in q:
+            groups.setdefault(key.split(" seed ")[0], []).append(q)
+    return {k: {m: sum(float(q[m]) for q in qs) / len(qs) for m in MEAN_KEYS} | {"seeds": len(qs)}
+            for k, qs in groups.items() if len(qs) > 1}
 
 
 def report(res: dict[str, Any]) -> str:
@@ -252,6 +274,10 @@ def report(res: dict[str, Any]) -> str:
                      f"{format_value(lmd, '.2f')}{'' if isinstance(lmd, str) else ' px'}  {q['steps']} steps "
                      f"({q['steps_per_s']:.2f}/s incl. start-up)  render {format_value(q.get('render_fps'), '.1f')} f/s  "
                      f"RSS {q['peak_rss_mb']:.0f} MB"))
+    for key, m in res.get("quality_mean", {}).items():
+        rows.append((f"{key} (mean of {m['seeds']} seeds)",
+                     f"PSNR {m['psnr']:.2f} dB  SSIM {m['ssim']:.3f}  neck |err| {m['neck_l1']:.2f}/255 "
+                     f"(PSNR {m['neck_psnr']:.2f})  {m['steps']:.0f} steps"))
     return table("avatar training and rendering (DBF-NeRF)", rows)
 
 
@@ -271,6 +297,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--subjects", default="synthetic,real", help="quality subjects: synthetic, real or both")
     ap.add_argument("--smoke", action="store_true", help="tiny quality run: 4 s synthetic clip, 4 eval frames, no real clip")
     ap.add_argument("--work", type=Path, default=RESULTS / "render-work")
+    ap.add_argument("--seeds", type=int, default=1, help="training seeds per subject and fusion mode (mean reported)")
     ap.add_argument("--reuse", action="store_true",
                     help="evaluate the avatars an earlier run trained with the same budgets (in --work) instead of training")
     args = ap.parse_args(argv)
@@ -286,8 +313,9 @@ def main(argv: list[str] | None = None) -> None:
             subjects.pop("synthetic")
         budgets = {name: args.minutes if name == "synthetic" else (args.real_minutes or args.minutes) for name in subjects}
         res["quality"] = bench_quality(subjects, args.work, budgets, args.size, frames, args.device, args.jobs,
-                                       reuse=args.reuse)
-        avatars = {k: Path(q["avatar"]) for k, q in res["quality"].items() if "error" not in q}
+                                       reuse=args.reuse, seeds=args.seeds)
+        res["quality_mean"] = seed_means(res["quality"])
+        avatars = {k: Path(q["avatar"]) for k, q in res["quality"].items() if "error" not in q and not q["seed"]}
         res["trained_speed"] = bench_trained_speed(avatars, subjects, args.runs)
     print(report(res))
     print(f"json: {write_json('render' + ('-smoke' if args.smoke else ''), res)}")
