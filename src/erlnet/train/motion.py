@@ -511,7 +511,7 @@ class BestWeights(Callback):
         self.path, self.names = path, tuple(f"val_{phase}/{m}" for m in SELECT_METRICS[phase])
         self.best = math.inf
         if path.exists():
-            self.best = float(torch.load(path, map_location="cpu", weights_only=False)["value"])
+            self.best = float(torch.load(path, map_location="cpu", weights_only=True)["value"])
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking:
@@ -637,7 +637,7 @@ def _train(corpus_dir: str | Path, out: Path, cfg: MotionTrainConfig, resume: bo
         path = out / phase / BEST
         if not (select and phase in SELECT_METRICS and path.exists()):
             return
-        best = torch.load(path, map_location="cpu", weights_only=False)
+        best = torch.load(path, map_location="cpu", weights_only=True)
         system.load_state_dict(best["state_dict"])
         selected[phase] = {"step": int(best["step"]), "metric": best["metric"], "value": float(best["value"])}
         log.info("%s: keeping the weights of step %d (%s %.4f)", phase, best["step"], best["metric"], best["value"])
