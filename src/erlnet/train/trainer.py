@@ -35,9 +35,9 @@ class TrainerConfig:
     strategy: str = "auto"  # Lightning strategy: "auto", "ddp", "ddp_spawn", "fsdp", ...
     precision: str = "32-true"  # "32-true", "16-mixed", "bf16-mixed"
     log_every: int = 50  # log metrics every N steps
-    preview_every: int = 1000  # write a preview PNG every N steps (0 = never)
-    checkpoint_every: int = 1000  # save checkpoints/last.ckpt and export the avatar every N steps
-    val_every: int = 2000  # render the held-out frames and log PSNR every N steps (0 = never)
+    preview_every: int = 1000  # avatar training: write a preview PNG every N steps (0 = never)
+    checkpoint_every: int = 1000  # save checkpoints/last.ckpt and export the model (avatar / motion model) every N steps
+    val_every: int = 2000  # validate every N steps (avatar: render the val frames, log PSNR; motion: val clips; 0 = never)
     logger: Literal["csv", "tensorboard"] = "csv"  # metrics logger
     seed: int = 0  # random seed (weights, frame order, ray jitter)
 
