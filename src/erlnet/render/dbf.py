@@ -12,9 +12,9 @@ head frame by the inverse head pose and sampled only inside the head box. Torso 
 field in the reference head frame (static in camera space), sampled inside the torso box, whose
 samples are moved by an affine map linear in the head pose relative to the reference (the body
 follows the head, also beyond the training poses) and offset by a deformation MLP conditioned on
-that pose (the neck follows the head). Both are fused along the rays (`erlnet.render.fusion`) into one feature
-map + opacity that a small CNN decodes to the output image (or, in the "pixel" ablation, each
-branch is decoded and the RGBA images are composited).
+that pose (the neck follows the head). Both are fused along the rays (`erlnet.render.fusion`) into
+one feature map + opacity that a small CNN decodes to the output image (or, in the "pixel"
+ablation, each branch is decoded and the RGBA images are composited).
 
 Speed: only samples inside a box are evaluated, and per-branch occupancy grids (carved by the
 silhouettes, then learnt from the compositing weights during a warm-up) skip empty and hidden
