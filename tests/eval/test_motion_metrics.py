@@ -10,7 +10,9 @@ import pytest
 
 from erlnet.errors import InputError
 from erlnet.eval.motion import (
+    EvalConfig,
     NearestCentroid,
+    _style_partners,
     av_sync,
     code_perplexity,
     evaluate_motion,
@@ -154,6 +156,23 @@ def test_evaluate_motion_reports_every_method(tmp_path: Path) -> None:
     out = tmp_path / "cli.json"
     assert main(["eval-motion", "--model", str(model), "--corpus", str(tmp_path / "corpus"), "-o", str(out), "-q"]) == 0
     assert set(json.loads(out.read_text())["methods"]) == {"truth", "vq", "adf", "regressor", "mean"}
+
+
+def test_several_style_clips_average_the_adf_rows_only(tmp_path: Path) -> None:
+    from erlnet.motion.corpus import Corpus, toy_corpus
+
+    toy_corpus(tmp_path / "corpus", n_speech=12, n_style=1, seconds=2.0)  # 3 speech clips per style
+    corpus = Corpus(tmp_path / "corpus")
+    held = [c for c in corpus.select("heldout", audio=True)][0]
+    two = _style_partners(corpus, held, 2)
+    assert len(two) == 2 and all(p.id != held.id and p.speaker == held.speaker for p in two)
+    assert two[0].id == _style_partners(corpus, held, 1)[0].id  # the one-clip protocol picks the first of them
+    model = _bundle(tmp_path / "corpus", tmp_path / "model")
+    one = evaluate_motion(model, tmp_path / "corpus")
+    res = evaluate_motion(model, tmp_path / "corpus", config=EvalConfig(style_clips=2))
+    for m in ("truth", "vq", "regressor", "mean"):  # rows without a style clip do not change
+        assert res["methods"][m]["lmd_mouth_mm"] == pytest.approx(one["methods"][m]["lmd_mouth_mm"], nan_ok=True)
+    assert res["methods"]["adf"]["lmd_mouth_mm"] != pytest.approx(one["methods"]["adf"]["lmd_mouth_mm"])
 
 
 def test_evaluate_motion_refuses_a_corpus_of_other_audio_features(tmp_path: Path) -> None:

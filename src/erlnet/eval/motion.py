@@ -11,7 +11,8 @@ Metric functions work on plain arrays so tests can check them on hand-made signa
 
 Protocol of `evaluate_motion` (every held-out corpus clip with speech, driven by its own audio
 features; the style clip is another clip of the same speaker and style when the corpus has one,
-else the clip itself):
+else the clip itself; with `style_clips` N > 1, up to N such clips, each (clip, style) pair a sample
+of the adf rows, since one style clip's mean expression moves the mouth LMD of a whole speaker):
 - LMD: generated and tracked expressions are decoded with the corpus representation onto the
   speaker's neutral face (canonical head frame, so pose does not enter); mean distance of the mouth
   points (`topology.MOUTH`) and of all points, in millimetres.
@@ -230,6 +231,7 @@ class EvalConfig:
     seed: int = 0  # seed of the code sampling
     max_clips: int = 0  # evaluate at most this many held-out speech clips (0 = all)
     style_with_label: bool = True  # also score style accuracy when the emotion label is given with the clip
+    style_clips: int = 1  # style references per held-out clip (same speaker and style); adf rows average over the pairs
     device: str = "cpu"  # torch device
     cpu_threads: int = 1  # torch CPU threads while generating (0 = torch's default)
 
@@ -288,12 +290,12 @@ def _aggregate(scores: list[ClipScores], curves: list[np.ndarray], lags: np.ndar
     return out
 
 
-def _style_partner(corpus: Corpus, clip: ClipInfo) -> ClipInfo:
-    """A style clip for a held-out clip: another clip of the same speaker and style (training clips
-    first), else the clip itself."""
+def _style_partners(corpus: Corpus, clip: ClipInfo, n: int = 1) -> list[ClipInfo]:
+    """Up to `n` style clips for a held-out clip: other clips of the same speaker and style (training
+    clips first, by id), else the clip itself."""
     same = [c for c in corpus.clips if c.speaker == clip.speaker and c.style == clip.style and c.id != clip.id]
     same.sort(key=lambda c: (c.heldout, c.id))
-    return same[0] if same else clip
+    return same[: max(1, n)] or [clip]
 
 
 def _style_task(corpus: Corpus, reference: str) -> tuple[NearestCentroid | None, list[ClipInfo], dict[str, Any]]:
@@ -363,39 +365,43 @@ def _evaluate(model_dir: str | Path, corpus_dir: str | Path, cfg: EvalConfig, sh
     skipped: list[str] = []
     for info in progress(clips, total=len(clips), desc="eval", enabled=show_progress, unit="clip"):
         clip = corpus.load(info, reference)
-        partner = _style_partner(corpus, info)
-        style = clip if partner.id == info.id else corpus.load(partner, reference)
-        if len(style) < min_style:
+        styles = [clip if p.id == info.id else corpus.load(p, reference)
+                  for p in _style_partners(corpus, info, cfg.style_clips)]
+        styles = [st for st in styles if len(st) >= min_style]
+        if not styles:
             skipped.append(info.id)
             continue
         truth_lms = _decode_mm(rep, clip.expression, clip.neutral)
         env = clip.envelope
-        t0 = time.perf_counter()
-        gen = mm.model.generate(clip.audio, style.expression, style.rotation, style.translation,
-                                emotion=info.emotion, seed=cfg.seed)
-        gen_seconds += time.perf_counter() - t0
-        gen_frames += len(clip)
+        generated = []
+        for style in styles:  # each (clip, style) pair is one sample of the adf rows
+            t0 = time.perf_counter()
+            generated.append(mm.model.generate(clip.audio, style.expression, style.rotation, style.translation,
+                                               emotion=info.emotion, seed=cfg.seed))
+            gen_seconds += time.perf_counter() - t0
+            gen_frames += len(clip)
         ref = mean_pose(clip.rotation, clip.translation)
         still_r = np.repeat(ref[0][None], len(clip), axis=0)
         still_t = np.repeat(ref[1][None], len(clip), axis=0)
-        outputs: dict[str, tuple[np.ndarray, np.ndarray | None, np.ndarray | None]] = {
-            "truth": (clip.expression, clip.rotation, clip.translation),
-            "adf": (gen["expression"], gen["rotation"], gen["translation"]),
-            "mean": (np.repeat(mean_expr[None], len(clip), axis=0), still_r, still_t),
+        outputs: dict[str, list[tuple[np.ndarray, np.ndarray | None, np.ndarray | None]]] = {
+            "truth": [(clip.expression, clip.rotation, clip.translation)],
+            "adf": [(g["expression"], g["rotation"], g["translation"]) for g in generated],
+            "mean": [(np.repeat(mean_expr[None], len(clip), axis=0), still_r, still_t)],
         }
         rec = mm.model.reconstruct(clip.expression, clip.blink, clip.rotation, clip.translation, emotion=info.emotion)
         held_codes.append(rec["codes"].reshape(-1, rec["codes"].shape[-1]))
-        outputs["vq"] = (rec["expression"], None, None)
+        outputs["vq"] = [(rec["expression"], None, None)]
         if mm.regressor is not None:
-            outputs["regressor"] = (mm.regressor.generate(clip.audio, emotion=info.emotion)["expression"],
-                                    still_r, still_t)
-        for m, (expr, rot, trans) in outputs.items():
-            s = _score(rep, expr, None if m == "truth" else truth_lms, clip.neutral, env, rot, trans, clip.info.fps,
-                       cfg.max_lag)
-            scores[m].append(s)
-            if env is not None:
-                curves[m].append(lagged_correlation(tp.mouth_opening(_decode_mm(rep, expr, clip.neutral)), env,
-                                                    cfg.max_lag)[1])
+            outputs["regressor"] = [(mm.regressor.generate(clip.audio, emotion=info.emotion)["expression"],
+                                     still_r, still_t)]
+        for m, samples in outputs.items():
+            for expr, rot, trans in samples:
+                s = _score(rep, expr, None if m == "truth" else truth_lms, clip.neutral, env, rot, trans,
+                           clip.info.fps, cfg.max_lag)
+                scores[m].append(s)
+                if env is not None:
+                    curves[m].append(lagged_correlation(tp.mouth_opening(_decode_mm(rep, expr, clip.neutral)), env,
+                                                        cfg.max_lag)[1])
     methods = {m: _aggregate(scores[m], curves[m], lags) for m in METHODS if scores[m]}
     for m in ("vq", "regressor", "mean"):  # these rows do not move the head: no pose numbers
         if m in methods:
