@@ -168,7 +168,7 @@ def test_several_style_clips_average_the_adf_rows_only(tmp_path: Path) -> None:
     assert len(two) == 2 and all(p.id != held.id and p.speaker == held.speaker for p in two)
     assert two[0].id == _style_partners(corpus, held, 1)[0].id  # the one-clip protocol picks the first of them
     model = _bundle(tmp_path / "corpus", tmp_path / "model")
-    one = evaluate_motion(model, tmp_path / "corpus")
+    one = evaluate_motion(model, tmp_path / "corpus", config=EvalConfig(style_clips=1))
     res = evaluate_motion(model, tmp_path / "corpus", config=EvalConfig(style_clips=2))
     for m in ("truth", "vq", "regressor", "mean"):  # rows without a style clip do not change
         assert res["methods"][m]["lmd_mouth_mm"] == pytest.approx(one["methods"][m]["lmd_mouth_mm"], nan_ok=True)

@@ -11,8 +11,9 @@ Metric functions work on plain arrays so tests can check them on hand-made signa
 
 Protocol of `evaluate_motion` (every held-out corpus clip with speech, driven by its own audio
 features; the style clip is another clip of the same speaker and style when the corpus has one,
-else the clip itself; with `style_clips` N > 1, up to N such clips, each (clip, style) pair a sample
-of the adf rows, since one style clip's mean expression moves the mouth LMD of a whole speaker):
+else the clip itself; up to `style_clips` (5) such clips, training clips first, each (clip, style)
+pair a sample of the adf rows: one style clip's mean expression moves the mouth LMD of a whole
+speaker, so a single reference makes the comparison hinge on which clip it is):
 - LMD: generated and tracked expressions are decoded with the corpus representation onto the
   speaker's neutral face (canonical head frame, so pose does not enter); mean distance of the mouth
   points (`topology.MOUTH`) and of all points, in millimetres.
@@ -231,7 +232,7 @@ class EvalConfig:
     seed: int = 0  # seed of the code sampling
     max_clips: int = 0  # evaluate at most this many held-out speech clips (0 = all)
     style_with_label: bool = True  # also score style accuracy when the emotion label is given with the clip
-    style_clips: int = 1  # style references per held-out clip (same speaker and style); adf rows average over the pairs
+    style_clips: int = 5  # style references per held-out clip (same speaker and style); adf rows average over the pairs
     device: str = "cpu"  # torch device
     cpu_threads: int = 1  # torch CPU threads while generating (0 = torch's default)
 
