@@ -51,7 +51,7 @@ from erlnet.face.pose import euler_from_matrix, rotation_angle_deg
 if TYPE_CHECKING:
     from erlnet.face.representation import MotionRepresentation
     from erlnet.inference.animate import MotionModel
-    from erlnet.motion.corpus import ClipInfo, Corpus
+    from erlnet.motion.corpus import ClipData, ClipInfo, Corpus
 
 log = logging.getLogger(__name__)
 
@@ -364,10 +364,16 @@ def _evaluate(model_dir: str | Path, corpus_dir: str | Path, cfg: EvalConfig, sh
     held_codes: list[np.ndarray] = []
     lags = np.arange(-cfg.max_lag, cfg.max_lag + 1)
     skipped: list[str] = []
+    style_cache: dict[str, ClipData] = {}  # the same few training clips are the style of a whole speaker's clips
+
+    def load_style(p: ClipInfo) -> ClipData:
+        if p.id not in style_cache:
+            style_cache[p.id] = corpus.load(p, reference)
+        return style_cache[p.id]
+
     for info in progress(clips, total=len(clips), desc="eval", enabled=show_progress, unit="clip"):
         clip = corpus.load(info, reference)
-        styles = [clip if p.id == info.id else corpus.load(p, reference)
-                  for p in _style_partners(corpus, info, cfg.style_clips)]
+        styles = [clip if p.id == info.id else load_style(p) for p in _style_partners(corpus, info, cfg.style_clips)]
         styles = [st for st in styles if len(st) >= min_style]
         if not styles:
             skipped.append(info.id)
