@@ -390,9 +390,11 @@ def _evaluate_entry() -> Callable[..., None]:
         config: Annotated[EvaluateConfig, Flat] = EvaluateConfig(),  # noqa: B008
         log_flags: Annotated[Verbosity, Flat] = Verbosity(),
     ) -> None:
-        """Score an avatar on the held-out frames of its subject (PSNR, SSIM, CPBD, mouth LMD, neck-band
-        error, render speed; LPIPS, FID and SyncNet LSE-D/LSE-C when their weights are given as local
-        files) and write an HTML report: side-by-side video, mouth/pose/error curves."""
+        """Score an avatar on the held-out frames of its subject (PSNR, SSIM, CPBD, mouth LMD, mouth
+        dynamics: opening correlation and amplitude ratio, mouth-box PSNR/SSIM; neck-band error, render
+        speed; LPIPS, FID and SyncNet LSE-D/LSE-C when their weights are given as local files), and on
+        --train-frames of its training frames, and write an HTML report: side-by-side video,
+        mouth/pose/error curves."""
         from erlnet.eval.avatar import evaluate_subject, format_table
         from erlnet.eval.report import write_report
 

@@ -425,7 +425,7 @@ def subject(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 class NoisyAvatar:
-    """Renders the subject's real frames at 64 px plus fixed noise."""
+    """Renders the subject's held-out real frames in order (so: no training frames) at 64 px plus fixed noise."""
 
     image_size = 64
 
@@ -447,7 +447,7 @@ class NoisyAvatar:
 
 def _all_weights(weights: SimpleNamespace, monkeypatch: pytest.MonkeyPatch) -> EvaluateConfig:
     monkeypatch.setattr(L, "FID_SIZE", 75)  # the stand-in Inception at 75 px: a 299 px pass is slow on a CPU
-    return EvaluateConfig(batch_size=3, track=False, cpbd_every=0, video=False, lpips_weights=weights.lin,
+    return EvaluateConfig(batch_size=3, track=False, cpbd_every=0, video=False, train_frames=0, lpips_weights=weights.lin,
                           lpips_vgg_weights=weights.vgg, fid_weights=weights.fid, syncnet_weights=weights.syncnet)
 
 
@@ -476,7 +476,7 @@ def test_a_perfect_renderer_scores_lpips_zero_fid_zero_and_the_real_sync(
     assert perfect["lse_d"] == pytest.approx(perfect["lse_d_truth"]) and perfect["av_offset"] == perfect["av_offset_truth"]
     # stride > 1: no contiguous audio, sync scores say why; the CLI has the flags
     strided = evaluate_subject(NoisyAvatar(subject, 0.0), subject, None, EvaluateConfig(
-        stride=2, track=False, cpbd_every=0, syncnet_weights=weights.syncnet)).metrics
+        stride=2, track=False, cpbd_every=0, train_frames=0, syncnet_weights=weights.syncnet)).metrics
     assert "stride 1" in strided["lse_c"] and strided["lpips"] == "not computed (no weights)"
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from types import SimpleNamespace
 
 import cv2
 import numpy as np
@@ -14,11 +13,12 @@ import pytest
 import torch
 
 from erlnet.errors import InputError
-from erlnet.eval.avatar import EvaluateConfig, evaluate_subject, format_table, held_out_frames
+from erlnet.eval.avatar import EvaluateConfig, evaluate_subject, format_table
 from erlnet.eval.report import PLOTS, STRIP, write_report
 from erlnet.io.subject import Subject
 from erlnet.io.video import count_streams
 from media import talking_subject
+from standin_avatars import TruthAvatar
 
 N_FRAMES = 24  # preprocessing splits 19 train / 3 val / 2 test: 5 held-out frames
 SIZE = 64
@@ -46,22 +46,6 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {"subject": base / "subject", "avatar": base / "avatar", "base": base}
 
 
-class PerfectAvatar:
-    """Renders exactly the subject's real frames: every full-reference error must vanish."""
-
-    def __init__(self, subject: Path) -> None:
-        self.subject = Subject(subject)
-        self.frames = held_out_frames(self.subject)
-        self.image_size = self.subject.manifest.size
-
-    def check_motion(self, motion: object) -> None:
-        pass
-
-    def render(self, motion: object, start: int = 0, stop: int | None = None) -> SimpleNamespace:
-        imgs = np.stack([self.subject.frame(int(i)) for i in self.frames[start:stop]])
-        return SimpleNamespace(rgb=torch.from_numpy(imgs).permute(0, 3, 1, 2).float() / 255.0)
-
-
 def test_cli_writes_a_report_that_names_its_video_and_plots(env: dict[str, Path], tmp_path: Path,
                                                              capsys: pytest.CaptureFixture[str]) -> None:
     from erlnet.cli import main
@@ -70,6 +54,8 @@ def test_cli_writes_a_report_that_names_its_video_and_plots(env: dict[str, Path]
     assert main(["evaluate", str(env["avatar"]), str(env["subject"]), "-o", str(out), "-q"]) == 0
     printed = capsys.readouterr().out
     assert "PSNR (dB)" in printed and "not computed (no weights)" in printed and str(out / "index.html") in printed
+    assert "mouth opening correlation" in printed and "training frames: mouth opening amplitude ratio" in printed
+    assert "5 held-out frames (+ 19 training frames)" in printed
     page = (out / "index.html").read_text()
     for name in ("side_by_side.mp4", *PLOTS, STRIP, "metrics.json"):
         assert f'"{name}"' in page and (out / name).stat().st_size > 0, name  # relative links to existing files
@@ -79,18 +65,27 @@ def test_cli_writes_a_report_that_names_its_video_and_plots(env: dict[str, Path]
     assert 0.2 <= counts.audio_seconds <= 0.2 + 1024 / 16000
     data = json.loads((out / "metrics.json").read_text())
     assert data["frames"] == [19, 20, 21, 22, 23] and len(data["series"]["psnr"]) == 5
+    assert data["train_frames"] == list(range(19)) and len(data["train_series"]["mouth_open_truth"]) == 19
     m = data["metrics"]
     assert 0 < m["psnr"] < 40 and -1 < m["ssim"] < 1 and m["render_fps"] > 0 and m["neck_l1"] > 0
     assert 0 <= m["cpbd_generated"] <= 1 and 0 <= m["cpbd_truth"] <= 1
+    assert 0 < m["mouth_psnr"] < 40 and 0 < m["train_psnr"] < 40 and 0 < m["train_mouth_psnr"] < 40
+    assert "Mouth opening over time" in page and "amplitude ratio" in page
     assert m["lpips"] == m["fid"] == m["lse_d"] == m["lse_c"] == m["av_offset"] == "not computed (no weights)"
     strip = cv2.imread(str(out / STRIP))
     assert strip.shape == (3 * SIZE, 5 * SIZE, 3)  # truth / generated / error for the 5 frames
 
 
 def test_a_perfect_renderer_scores_perfectly(env: dict[str, Path], tmp_path: Path) -> None:
-    ev = evaluate_subject(PerfectAvatar(env["subject"]), env["subject"], tmp_path, EvaluateConfig(batch_size=2))
+    perfect = TruthAvatar(env["subject"])
+    ev = evaluate_subject(perfect, env["subject"], tmp_path, EvaluateConfig(batch_size=2, train_frames=7))
     m = ev.metrics
+    # the held-out frames, then 7 training frames spread over the train split 0..18
+    assert ev.train_frames.tolist() == [0, 3, 6, 9, 12, 15, 18]
+    assert perfect.rendered == [19, 20, 21, 22, 23, 0, 3, 6, 9, 12, 15, 18]
     assert m["psnr"] == float("inf") and m["ssim"] == pytest.approx(1.0) and m["neck_l1"] == 0.0
+    assert m["mouth_psnr"] == m["train_psnr"] == m["train_mouth_psnr"] == float("inf")
+    assert m["mouth_ssim"] == pytest.approx(1.0) and m["train_frames"] == 7
     assert m["cpbd_generated"] == m["cpbd_truth"] and 0 < m["cpbd_truth"] < 1
     assert m["face_found_generated"] == 1.0 and m["mouth_lmd_frames"] == 5
     assert m["mouth_lmd_px"] == 0.0 and m["pose_error_deg"] < 0.05  # float32 poses: arccos noise
@@ -106,6 +101,7 @@ def test_plots_without_matplotlib_and_subsampled_frames(env: dict[str, Path], tm
     ev = evaluate_subject(env["avatar"], env["subject"], tmp_path, cfg)
     assert ev.frames.tolist() == [19, 21, 23] and ev.video is not None
     assert ev.metrics["mouth_lmd_px"] == "not computed (tracking off)"
+    assert ev.metrics["mouth_open_corr"] == ev.metrics["train_mouth_open_ratio"] == "not computed (tracking off)"
     assert ev.metrics["cpbd_generated"].startswith("not computed")
     index = write_report(ev, tmp_path, use_matplotlib=False)
     for name in PLOTS:
@@ -124,8 +120,12 @@ def test_bad_inputs_give_clear_errors(env: dict[str, Path], tmp_path: Path) -> N
     weights.write_bytes(b"0")
     with pytest.raises(InputError, match="not a readable weights file for FID"):
         evaluate_subject(env["avatar"], env["subject"], config=EvaluateConfig(fid_weights=weights))
-    ev = evaluate_subject(env["avatar"], env["subject"], config=EvaluateConfig(max_frames=1, track=False))
+    with pytest.raises(InputError, match="train_frames >= 0"):
+        evaluate_subject(env["avatar"], env["subject"], config=EvaluateConfig(train_frames=-1))
+    ev = evaluate_subject(env["avatar"], env["subject"], config=EvaluateConfig(max_frames=1, track=False, train_frames=0))
     assert ev.metrics["fid"] == "not computed (no weights)" and ev.video is None
+    assert ev.metrics["train_psnr"] == "not computed (train_frames = 0)" and len(ev.train_frames) == 0
+    assert ev.metrics["mouth_open_ratio"] == "not computed (tracking off)"
     trained_on_all = shutil.copytree(env["subject"], tmp_path / "all")
     manifest = json.loads((trained_on_all / "manifest.json").read_text())
     manifest["split"] = {"train": [0, N_FRAMES], "val": [N_FRAMES, N_FRAMES], "test": [N_FRAMES, N_FRAMES]}

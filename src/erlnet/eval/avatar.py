@@ -3,7 +3,9 @@
 Protocol: the frames after the train split (val + test) are rendered from their own tracked motion
 (expression, blink, head pose) and compared with the real frames, both at the avatar's size:
 
-- PSNR, SSIM: per frame, averaged (dB; 0..1).
+- PSNR, SSIM: per frame, averaged (dB; 0..1); also inside a mouth box (`metrics.mouth_box`: the
+  real frame's tracked outer lips, grown by a quarter of the mouth width), where the mouth's motion is
+  a large part of the error instead of a small part of the frame.
 - CPBD: no-reference sharpness (`metrics.cpbd`) of the rendered and of the real frames; a renderer
   that blurs scores lower than the truth.
 - Neck-band error: mean |error| (0..255) and PSNR in a strip around the chin/neck seam
@@ -13,6 +15,13 @@ Protocol: the frames after the train split (val + test) are rendered from their 
   frames where a face is found in both. The same tracks give the mouth opening over time and the head
   pose recovered from the pixels (`face.pose.solve_poses` with the subject's canonical shape): the
   head-pose error is the mean angle between the pose seen in the rendered and in the real frames.
+- Mouth dynamics (`metrics.opening_dynamics`): the correlation of the rendered and the real mouth
+  opening (inner-lip gap / eye distance, tracked as above) over the frames, and their amplitude ratio
+  (5-95 percentile range, rendered / real): a mouth that stays half shut scores low here even when
+  PSNR, SSIM and mouth LMD look good (a closed mouth is close to the mean shape).
+- Training frames: `train_frames` frames spread evenly over the train split are rendered and scored
+  the same way (PSNR, SSIM, mouth box, mouth dynamics; keys `train_...`): whether the avatar
+  reproduces even the frames it was trained on, apart from how it generalises.
 - Render speed: frames per second of the renderer alone (no metric, no encoding).
 - LPIPS, FID, SyncNet (`erlnet.eval.learned`) need pretrained networks; erlnet downloads nothing, so
   each is computed only when its weights are given (`lpips_weights` + `lpips_vgg_weights`,
@@ -32,6 +41,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -62,8 +72,14 @@ class EvaluateConfig:
     device: str = "cpu"  # torch device of the renderer and the LPIPS/FID/SyncNet networks ("cpu", "cuda", "cuda:1", ...)
     render_threads: int = 0  # torch CPU threads while rendering (0 = torch's default)
     track: bool = True  # track real and rendered frames with MediaPipe (mouth LMD, mouth opening, seen head pose)
+    # track every frame on its own (MediaPipe static-image mode): landmarks depend on that frame alone. Video
+    # mode (the default) starts each frame from the previous face region, so even a frozen half-open mouth
+    # can read as opening and closing (by 0.05 at 128 px in tests/eval/test_mouth_dynamics.py, a third of
+    # a talking mouth's range); static mode is ~20 % slower
+    track_static: bool = False
     cpbd_every: int = 1  # CPBD on every N-th evaluated frame (0 = never; ~40 ms per 256 px frame)
     video: bool = True  # write the side-by-side video truth | generated (with the held-out audio)
+    train_frames: int = 50  # also score this many training frames, evenly spread over the train split (0 = none)
     # LPIPS linear layers: the `lpips` package's weights/v0.1/vgg.pth (lin0..lin4), or a whole
     # lpips.LPIPS(net="vgg") state dict that also holds the backbone (not computed without)
     lpips_weights: Path | None = None
@@ -106,12 +122,20 @@ class AvatarEvaluation:
     samples: list[tuple[int, np.ndarray, np.ndarray]] = field(default_factory=list)
     video: Path | None = None
     notes: list[str] = field(default_factory=list)
+    # the training frames scored too (`EvaluateConfig.train_frames`): subject indices (N,) and per-frame
+    # (N,) curves psnr, ssim, mouth_psnr, mouth_ssim, mouth_open_generated, mouth_open_truth
+    train_frames: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    train_series: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 # (key, label, unit, format): the rows of the metrics table, in order.
 TABLE: list[tuple[str, str, str, str]] = [
     ("psnr", "PSNR", "dB", ".2f"),
     ("ssim", "SSIM", "", ".4f"),
+    ("mouth_psnr", "mouth-box PSNR", "dB", ".2f"),
+    ("mouth_ssim", "mouth-box SSIM", "", ".4f"),
+    ("mouth_open_corr", "mouth opening correlation", "", ".3f"),
+    ("mouth_open_ratio", "mouth opening amplitude ratio", "", ".2f"),
     ("cpbd_generated", "CPBD generated", "", ".3f"),
     ("cpbd_truth", "CPBD truth", "", ".3f"),
     ("mouth_lmd_px", "mouth LMD", "px", ".2f"),
@@ -120,6 +144,10 @@ TABLE: list[tuple[str, str, str, str]] = [
     ("pose_error_deg", "head-pose error (seen)", "deg", ".2f"),
     ("face_found_generated", "face found in rendered frames", "", ".0%"),
     ("render_fps", "render speed", "frames/s", ".2f"),
+    ("train_psnr", "training frames: PSNR", "dB", ".2f"),
+    ("train_mouth_psnr", "training frames: mouth-box PSNR", "dB", ".2f"),
+    ("train_mouth_open_corr", "training frames: mouth opening correlation", "", ".3f"),
+    ("train_mouth_open_ratio", "training frames: mouth opening amplitude ratio", "", ".2f"),
     ("lpips", "LPIPS", "", ".4f"),
     ("fid", "FID", "", ".2f"),
     ("lse_d", "LSE-D (SyncNet distance)", "", ".3f"),
@@ -147,7 +175,8 @@ def format_table(ev: AvatarEvaluation) -> str:
         with_unit = unit and not isinstance(value, str)  # a reason instead of a number has no unit
         rows.append((label + (f" ({unit})" if with_unit else ""), format_value(value, spec)))
     width = max(len(k) for k, _ in rows)
-    head = (f"avatar evaluation on {len(ev.frames)} held-out frames of {ev.subject} "
+    train = f" (+ {len(ev.train_frames)} training frames)" if len(ev.train_frames) else ""
+    head = (f"avatar evaluation on {len(ev.frames)} held-out frames{train} of {ev.subject} "
             f"at {ev.image_size}x{ev.image_size}")
     return "\n".join([head, "-" * len(head)] + [f"{k:<{width}}  {v}" for k, v in rows])
 
@@ -175,6 +204,15 @@ def held_out_frames(subject: Subject, max_frames: int = 0, stride: int = 1) -> n
     if len(idx) == 0:
         raise InputError(f"{subject.root}: no held-out frames after the train split (frames {start}..{len(subject)})")
     return idx
+
+
+def training_frames(subject: Subject, n: int) -> np.ndarray:
+    """Up to `n` subject frame indices spread evenly over the train split, first and last included
+    (all of it when it is shorter; none for n = 0 or an empty split)."""
+    a, b = (int(v) for v in subject.manifest.split.get("train", (0, 0)))
+    if n <= 0 or b <= a:
+        return np.zeros(0, np.int64)
+    return np.unique(np.linspace(a, b - 1, min(n, b - a)).round().astype(np.int64))
 
 
 def held_out_audio(subject: Subject, frames: np.ndarray) -> np.ndarray | None:
@@ -232,14 +270,14 @@ def _labels(subject: Subject, i: int, size: int) -> np.ndarray:
 
 
 class _Trackers:
-    """Two MediaPipe trackers in video mode (one per stream), or none."""
+    """Two MediaPipe trackers, in video or static-image mode (one per stream), or none."""
 
-    def __init__(self, enabled: bool) -> None:
+    def __init__(self, enabled: bool, static: bool = False) -> None:
         self.truth = self.generated = None
         if enabled:
             from erlnet.face.tracking import FaceTracker, TrackerConfig
 
-            cfg = TrackerConfig(count_faces_every=0)
+            cfg = TrackerConfig(count_faces_every=0, static_image=static)
             self.truth, self.generated = FaceTracker(cfg), FaceTracker(cfg)
 
     def track(self, tracker: Any, image: np.ndarray) -> np.ndarray:
@@ -254,19 +292,86 @@ class _Trackers:
 
 # ---------------------------------------------------------------- the evaluation
 
+# Per-frame curves of every scored set of frames (held-out and training).
+CORE_SERIES = ("psnr", "ssim", "mouth_psnr", "mouth_ssim")
+HELD_OUT_SERIES = ("neck_l1", "neck_mse", "cpbd_generated", "cpbd_truth")
+
+
+@dataclass
+class _Scored:
+    """Per-frame results of `_score_frames` for T frames: curves (T,) (NaN where not measured),
+    tracked landmarks (T, 478, 3) of the real and rendered frames (NaN without a face or tracking),
+    and the seconds spent in the renderer."""
+
+    series: dict[str, np.ndarray]
+    lms_true: np.ndarray
+    lms_gen: np.ndarray
+    render_s: float
+
+
+# (k, subject frame i, truth, rendered, the curves) of each frame; (b0, rendered, truths) of each batch
+FrameHook = Callable[[int, int, np.ndarray, np.ndarray, dict[str, np.ndarray]], None]
+BatchHook = Callable[[int, np.ndarray, list[np.ndarray]], None]
+
+
+def _score_frames(av: RendersMotion, subject: Subject, frames: np.ndarray, motion: Motion, cfg: EvaluateConfig,
+                  extra_series: tuple[str, ...] = (), on_frame: FrameHook | None = None,
+                  on_batch: BatchHook | None = None, progress: bool = False, desc: str = "evaluate") -> _Scored:
+    """Render `frames` (T,) of `subject` from `motion` (their tracked motion, T frames) in batches and
+    score each against the real frame at the avatar's size: PSNR, SSIM, the mouth box, tracking.
+    `extra_series` adds NaN curves for `on_frame` to fill; no image outlives its batch."""
+    from erlnet.inference.animate import cpu_threads
+    from erlnet.progress import progress as progress_bar
+    from erlnet.render.avatar import resize_rgb, to_uint8_frames
+
+    size, n = av.image_size, len(frames)
+    landmarks = subject.tracking()["landmarks"]
+    scale = size / subject.manifest.size
+    series = {k: np.full(n, np.nan) for k in (*CORE_SERIES, *extra_series)}
+    lms_true = np.full((n, tp.N_LANDMARKS, 3), np.nan, np.float32)
+    lms_gen = np.full((n, tp.N_LANDMARKS, 3), np.nan, np.float32)
+    trackers = _Trackers(cfg.track, cfg.track_static)  # fresh per set of frames: video-mode state does not cross sets
+    render_s = 0.0
+    try:
+        with cpu_threads(cfg.render_threads):
+            starts = range(0, n, cfg.batch_size)
+            for b0 in progress_bar(starts, total=len(starts), desc=desc, enabled=progress):
+                b1 = min(n, b0 + cfg.batch_size)
+                t0 = time.perf_counter()
+                preds = to_uint8_frames(av.render(motion, b0, b1).rgb)
+                render_s += time.perf_counter() - t0
+                truths = []
+                for k, pred in zip(range(b0, b1), preds, strict=True):
+                    i = int(frames[k])
+                    truth = resize_rgb(subject.frame(i), size)
+                    truths.append(truth)
+                    series["psnr"][k] = M.psnr(pred, truth)
+                    series["ssim"][k] = M.ssim(pred, truth)
+                    series["mouth_psnr"][k], series["mouth_ssim"][k] = M.mouth_box_scores(pred, truth, landmarks[i],
+                                                                                          scale)
+                    lms_true[k] = trackers.track(trackers.truth, truth)
+                    lms_gen[k] = trackers.track(trackers.generated, pred)
+                    if on_frame is not None:
+                        on_frame(k, i, truth, pred, series)
+                if on_batch is not None:
+                    on_batch(b0, preds, truths)
+    finally:
+        trackers.close()
+    return _Scored(series, lms_true, lms_gen, render_s)
+
 
 def evaluate_subject(
     avatar: str | Path | RendersMotion, subject_dir: str | Path, out_dir: str | Path | None = None,
     config: EvaluateConfig | None = None, progress: bool = False,
 ) -> AvatarEvaluation:
     """Render the held-out frames of `subject_dir` with `avatar` (a directory or a loaded avatar) and
-    score them (see the module doc). With `out_dir`, the side-by-side video is written there."""
-    from erlnet.inference.animate import cpu_threads
-    from erlnet.render.avatar import load_avatar, resize_rgb, scaled_intrinsics, to_uint8_frames
+    score them, and `config.train_frames` of its training frames (see the module doc). With `out_dir`,
+    the side-by-side video of the held-out frames is written there."""
+    from erlnet.render.avatar import load_avatar, scaled_intrinsics
 
     cfg = config or EvaluateConfig()
-    if cfg.batch_size < 1 or cfg.cpbd_every < 0:
-        raise InputError("batch_size must be >= 1 and cpbd_every >= 0")
+    if cfg.batch_size < 1 or cfg.cpbd_every < 0 or cfg.train_frames < 0:
+        raise InputError("batch_size must be >= 1, cpbd_every >= 0 and train_frames >= 0")
     learned = learned_metrics(cfg)
     if isinstance(avatar, (str, Path)):
         if not Path(avatar).is_dir():
@@ -278,6 +383,10 @@ def evaluate_subject(
     frames = held_out_frames(subject, cfg.max_frames, cfg.stride)
     motion = subject_motion(subject, frames)
     av.check_motion(motion)
+    train = training_frames(subject, cfg.train_frames)
+    train_motion = subject_motion(subject, train) if len(train) else None
+    if train_motion is not None:
+        av.check_motion(train_motion)
     size, n = av.image_size, len(frames)
     tr = subject.tracking()
     scale = size / subject.manifest.size
@@ -287,9 +396,6 @@ def evaluate_subject(
                   no_audio="SyncNet needs every frame: stride 1" if cfg.stride != 1 else "the subject has no audio")
     notes: list[str] = []
 
-    series = {k: np.full(n, np.nan) for k in ("psnr", "ssim", "neck_l1", "neck_mse", "cpbd_generated", "cpbd_truth")}
-    lms_true = np.full((n, tp.N_LANDMARKS, 3), np.nan, np.float32)
-    lms_gen = np.full((n, tp.N_LANDMARKS, 3), np.nan, np.float32)
     keep = set(np.unique(np.linspace(0, n - 1, min(N_SAMPLES, n)).round().astype(int)).tolist())
     samples: list[tuple[int, np.ndarray, np.ndarray]] = []
     writer = None
@@ -303,57 +409,80 @@ def evaluate_subject(
             video_path = Path(out_dir) / SIDE_BY_SIDE
             writer = VideoWriter(video_path, fps=int(round(subject.fps)), size=(2 * size, size), audio=wav,
                                  sample_rate=AUDIO_SR)
-    trackers = _Trackers(cfg.track)
-    render_s = 0.0
-    from erlnet.progress import progress as progress_bar
+
+    def held_out_frame(k: int, i: int, truth: np.ndarray, pred: np.ndarray, series: dict[str, np.ndarray]) -> None:
+        band = M.neck_band(_labels(subject, i, size), tr["landmarks"][i], scale)
+        series["neck_l1"][k], series["neck_mse"][k] = M.band_error(pred, truth, band)
+        if cfg.cpbd_every and k % cfg.cpbd_every == 0:
+            series["cpbd_generated"][k], series["cpbd_truth"][k] = M.cpbd(pred), M.cpbd(truth)
+        if k in keep:
+            samples.append((i, truth.copy(), pred.copy()))
+        if writer is not None:
+            writer.write(np.concatenate([truth, pred], axis=1))
 
     try:
-        with cpu_threads(cfg.render_threads):
-            starts = range(0, n, cfg.batch_size)
-            for b0 in progress_bar(starts, total=len(starts), desc="evaluate", enabled=progress):
-                b1 = min(n, b0 + cfg.batch_size)
-                t0 = time.perf_counter()
-                preds = to_uint8_frames(av.render(motion, b0, b1).rgb)
-                render_s += time.perf_counter() - t0
-                truths = []
-                for k, pred in zip(range(b0, b1), preds, strict=True):
-                    i = int(frames[k])
-                    truth = resize_rgb(subject.frame(i), size)
-                    truths.append(truth)
-                    series["psnr"][k] = M.psnr(pred, truth)
-                    series["ssim"][k] = M.ssim(pred, truth)
-                    band = M.neck_band(_labels(subject, i, size), tr["landmarks"][i], scale)
-                    series["neck_l1"][k], series["neck_mse"][k] = M.band_error(pred, truth, band)
-                    if cfg.cpbd_every and k % cfg.cpbd_every == 0:
-                        series["cpbd_generated"][k], series["cpbd_truth"][k] = M.cpbd(pred), M.cpbd(truth)
-                    lms_true[k] = trackers.track(trackers.truth, truth)
-                    lms_gen[k] = trackers.track(trackers.generated, pred)
-                    if k in keep:
-                        samples.append((i, truth.copy(), pred.copy()))
-                    if writer is not None:
-                        writer.write(np.concatenate([truth, pred], axis=1))
-                learned.add(b0, preds, np.stack(truths))
+        held = _score_frames(av, subject, frames, motion, cfg, HELD_OUT_SERIES, held_out_frame,
+                             lambda b0, preds, truths: learned.add(b0, preds, np.stack(truths)), progress)
         if writer is not None:
             writer.close()
     except BaseException:
         if writer is not None:
             writer.abort()
         raise
-    finally:
-        trackers.close()
+    trained = None
+    if train_motion is not None:
+        trained = _score_frames(av, subject, train, train_motion, cfg, progress=progress,
+                                desc="evaluate (training frames)")
 
     learned_values, learned_series = learned.finish()
-    series.update(learned_series)
+    held.series.update(learned_series)
     notes += learned.notes
-    return _summarise(av, avatar_name, subject, frames, motion, series, lms_true, lms_gen, K, wav, render_s,
-                      samples, video_path, notes, learned_values, cfg)
+    ev = _summarise(av, avatar_name, subject, frames, motion, held, K, wav, samples, video_path, notes,
+                    learned_values, cfg)
+    ev.metrics.update(_train_metrics(train, trained, cfg))
+    if trained is not None:
+        ev.train_frames = train
+        ev.train_series = trained.series | {"mouth_open_generated": tp.mouth_opening(trained.lms_gen),
+                                            "mouth_open_truth": tp.mouth_opening(trained.lms_true)}
+    return ev
 
 
-def _summarise(av: Any, avatar_name: str, subject: Subject, frames: np.ndarray, motion: Motion,
-               series: dict[str, np.ndarray], lms_true: np.ndarray, lms_gen: np.ndarray, K: np.ndarray,
-               wav: np.ndarray | None, render_s: float, samples: list, video: Path | None, notes: list[str],
+def _nanmean(x: np.ndarray) -> float:
+    """Mean over the measured (non-NaN) entries; NaN when none is (+inf entries give +inf)."""
+    return float(np.nanmean(x)) if (~np.isnan(x)).any() else float("nan")
+
+
+def _mouth_metrics(scored: _Scored, cfg: EvaluateConfig) -> dict[str, Any]:
+    """Mouth-box PSNR/SSIM and mouth dynamics (opening correlation, amplitude ratio) of scored frames;
+    an opening metric that cannot be measured is a "not computed (why)" string."""
+    d = M.opening_dynamics(tp.mouth_opening(scored.lms_gen), tp.mouth_opening(scored.lms_true))
+    out: dict[str, Any] = {"mouth_psnr": _nanmean(scored.series["mouth_psnr"]),
+                           "mouth_ssim": _nanmean(scored.series["mouth_ssim"]),
+                           "mouth_open_corr": d.corr, "mouth_open_ratio": d.ratio, "mouth_open_frames": d.frames}
+    for key in ("mouth_open_corr", "mouth_open_ratio"):
+        if not cfg.track:
+            out[key] = "not computed (tracking off)"
+        elif math.isnan(out[key]):
+            out[key] = f"not computed ({d.reason})"
+    return out
+
+
+def _train_metrics(frames: np.ndarray, scored: _Scored | None, cfg: EvaluateConfig) -> dict[str, Any]:
+    """The train_... metrics: PSNR, SSIM, mouth box and mouth dynamics of the training frames."""
+    keys = ("psnr", "ssim", "mouth_psnr", "mouth_ssim", "mouth_open_corr", "mouth_open_ratio")
+    if scored is None:
+        why = "not computed (train_frames = 0)" if cfg.train_frames == 0 else "not computed (no training frames)"
+        return {"train_frames": 0} | {f"train_{k}": why for k in keys}
+    m = {"psnr": float(np.mean(scored.series["psnr"])), "ssim": float(np.mean(scored.series["ssim"]))}
+    m |= _mouth_metrics(scored, cfg)
+    return {"train_frames": len(frames)} | {f"train_{k}": v for k, v in m.items()}
+
+
+def _summarise(av: Any, avatar_name: str, subject: Subject, frames: np.ndarray, motion: Motion, held: _Scored,
+               K: np.ndarray, wav: np.ndarray | None, samples: list, video: Path | None, notes: list[str],
                learned: dict[str, Any], cfg: EvaluateConfig) -> AvatarEvaluation:
     n = len(frames)
+    series, lms_true, lms_gen = held.series, held.lms_true, held.lms_gen
     found_gen = np.isfinite(lms_gen).all(axis=(1, 2))
     found_true = np.isfinite(lms_true).all(axis=(1, 2))
     lmd, lmd_frames = M.mouth_lmd(lms_gen, lms_true) if cfg.track else (float("nan"), 0)
@@ -372,24 +501,22 @@ def _summarise(av: Any, avatar_name: str, subject: Subject, frames: np.ndarray, 
     series["pose_error_deg"] = np.full(n, np.nan)
     series["pose_error_deg"][both] = rotation_angle_deg(r_gen[both], r_true[both])
 
-    def nanmean(x: np.ndarray) -> float:
-        return float(np.nanmean(x)) if np.isfinite(x).any() else float("nan")
-
-    neck_mse = nanmean(series["neck_mse"])
+    neck_mse = _nanmean(series["neck_mse"])
     metrics: dict[str, Any] = {
         "frames": n,
         "psnr": float(np.mean(series["psnr"])),
         "ssim": float(np.mean(series["ssim"])),
-        "cpbd_generated": nanmean(series["cpbd_generated"]),
-        "cpbd_truth": nanmean(series["cpbd_truth"]),
+        **_mouth_metrics(held, cfg),
+        "cpbd_generated": _nanmean(series["cpbd_generated"]),
+        "cpbd_truth": _nanmean(series["cpbd_truth"]),
         "mouth_lmd_px": lmd,
         "mouth_lmd_frames": lmd_frames,
-        "neck_l1": nanmean(series["neck_l1"]),
+        "neck_l1": _nanmean(series["neck_l1"]),
         "neck_psnr": float(10 * np.log10(255.0**2 / max(neck_mse, 1e-10))) if np.isfinite(neck_mse) else float("nan"),
         "pose_error_deg": pose_err,
         "face_found_generated": float(found_gen.mean()) if cfg.track else float("nan"),
         "face_found_truth": float(found_true.mean()) if cfg.track else float("nan"),
-        "render_fps": n / render_s if render_s > 0 else float("nan"),
+        "render_fps": n / held.render_s if held.render_s > 0 else float("nan"),
         **learned,
     }
     if not cfg.track:

@@ -8,11 +8,16 @@
     neck_band    the strip around the chin/neck seam where head and torso meet
     band_error   mean absolute and squared error inside a mask
     mouth_lmd    mean 2D distance of the tracked mouth landmarks of two clips, pixels
+    mouth_box    the box around the outer lips (grown by a share of the mouth width) of one frame
+    mouth_box_scores  PSNR and SSIM inside that box
+    opening_dynamics  correlation and amplitude ratio of a rendered vs a real mouth-opening curve
 
 Images are `(H, W, 3)` uint8 RGB or `(H, W)` uint8 gray (docs/conventions.md).
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import numpy as np
 
@@ -220,3 +225,84 @@ def mouth_lmd(pred: np.ndarray, truth: np.ndarray) -> tuple[float, int]:
     if not ok.any():
         return float("nan"), 0
     return float(np.linalg.norm(a[ok] - b[ok], axis=-1).mean()), int(ok.sum())
+
+
+MOUTH_BOX_GROW = 0.25  # the mouth box extends this share of the mouth width beyond the outer lips
+
+
+def mouth_box(landmarks: np.ndarray, scale: float, size: int, grow: float = MOUTH_BOX_GROW,
+              ) -> tuple[slice, slice] | None:
+    """(rows, cols) slices of the box around the `topology.LIPS_OUTER` points of one frame, grown on
+    every side by `grow` x the mouth width (the x extent of those points) and clipped to the (size,
+    size) image. landmarks (478, 3) subject-crop pixels, x `scale` -> image pixels. None when the
+    points are not finite or the box is empty."""
+    pts = np.asarray(landmarks, np.float64)[tp.LIPS_OUTER, :2] * scale
+    if not np.isfinite(pts).all():
+        return None
+    (x0, y0), (x1, y1) = pts.min(axis=0), pts.max(axis=0)
+    pad = grow * (x1 - x0)
+    c0, r0 = max(0, int(np.floor(x0 - pad))), max(0, int(np.floor(y0 - pad)))
+    c1, r1 = min(size, int(np.ceil(x1 + pad))), min(size, int(np.ceil(y1 + pad)))
+    if c1 <= c0 or r1 <= r0:
+        return None
+    return slice(r0, r1), slice(c0, c1)
+
+
+
+def mouth_box_scores(pred: np.ndarray, truth: np.ndarray, landmarks: np.ndarray, scale: float,
+                     grow: float = MOUTH_BOX_GROW) -> tuple[float, float]:
+    """(PSNR dB, SSIM) of two (S, S, 3) images inside the `mouth_box` of the real frame's tracked
+    landmarks (478, 3) (subject-crop pixels, x `scale` -> image pixels): the renderer's error where the
+    mouth moves, which whole-frame PSNR/SSIM dilute. (nan, nan) without a box; SSIM is NaN for a box
+    under 7 pixels a side."""
+    a, b = np.asarray(pred), np.asarray(truth)
+    if a.shape != b.shape or a.ndim != 3 or a.shape[0] != a.shape[1]:
+        raise InputError(f"expected two square (S, S, 3) images of one shape, got {a.shape} and {b.shape}")
+    box = mouth_box(landmarks, scale, a.shape[0], grow)
+    if box is None:
+        return float("nan"), float("nan")
+    a, b = a[box], b[box]
+    return psnr(a, b), ssim(a, b) if min(a.shape[:2]) >= 7 else float("nan")
+
+class OpeningDynamics(NamedTuple):
+    """How a rendered mouth-opening curve follows the real one (`opening_dynamics`)."""
+
+    corr: float  # Pearson correlation, rendered vs real; NaN when not measurable (see `reason`)
+    ratio: float  # amplitude ratio (p95 - p5 rendered) / (p95 - p5 real); NaN when not measurable
+    frames: int  # frames where both curves are finite
+    reason: str  # why a value is NaN; "" when both are numbers
+
+
+MIN_DYNAMICS_FRAMES = 3
+FLAT = 1e-9  # a curve whose 0-100 percentile range is at most this is constant (mouth openings are ~0.01..0.5)
+
+
+def opening_dynamics(generated: np.ndarray, truth: np.ndarray, low: float = 5.0, high: float = 95.0,
+                     ) -> OpeningDynamics:
+    """Correlation and amplitude ratio of a rendered (`generated`) and a real (`truth`) per-frame curve
+    (T,), e.g. `topology.mouth_opening` of both tracks, over the frames where both are finite.
+
+    The amplitude ratio compares the `low`-`high` percentile ranges (robust to a few tracking
+    glitches): 1 = the rendered mouth opens as far as the real one, 0 = it does not move. A perfect copy
+    gives (1, 1); a copy at half the amplitude (1, 0.5); a constant rendering (NaN, 0). Both are NaN
+    with fewer than 3 such frames, the ratio also when the real curve is constant, the correlation when
+    either is."""
+    a, b = np.asarray(generated, np.float64), np.asarray(truth, np.float64)
+    if a.shape != b.shape or a.ndim != 1:
+        raise InputError(f"opening_dynamics needs two (T,) curves of one length, got {a.shape} and {b.shape}")
+    ok = np.isfinite(a) & np.isfinite(b)
+    n = int(ok.sum())
+    nan = float("nan")
+    if n < MIN_DYNAMICS_FRAMES:
+        return OpeningDynamics(nan, nan, n, f"{n} frame{'s' if n != 1 else ''} with both mouths tracked, "
+                                            f"need {MIN_DYNAMICS_FRAMES}")
+    a, b = a[ok], b[ok]
+    flat_a, flat_b = bool(np.ptp(a) <= FLAT), bool(np.ptp(b) <= FLAT)
+    span_a = 0.0 if flat_a else float(np.percentile(a, high) - np.percentile(a, low))
+    span_b = 0.0 if flat_b else float(np.percentile(b, high) - np.percentile(b, low))
+    ratio = span_a / span_b if span_b > 0 else nan
+    if flat_a or flat_b:
+        which = "both curves are" if flat_a and flat_b else "the real curve is" if flat_b else "the rendered curve is"
+        return OpeningDynamics(nan, ratio, n, f"{which} constant")
+    corr = float(np.corrcoef(a, b)[0, 1])
+    return OpeningDynamics(corr, ratio, n, "" if span_b > 0 else f"the real curve's {low:g}-{high:g} percentile range is 0")

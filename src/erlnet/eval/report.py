@@ -8,7 +8,7 @@ REPORT_DIR/
   pose.png            head pose (pitch, yaw, roll): driving motion, seen in real and in rendered frames
   errors.png          per-frame PSNR, neck-band error and head-pose error over time
   strip.png           a few frames: truth / generated / |error| heat map
-  metrics.json        the metrics and every per-frame curve (NaN as null)
+  metrics.json        the metrics and every per-frame curve, also of the training frames (NaN as null)
 ```
 Plots are drawn with matplotlib when it is installed (it is not an erlnet dependency), otherwise
 with OpenCV line drawings of the same curves.
@@ -37,6 +37,11 @@ INDEX = "index.html"
 HELP = {
     "psnr": "pixel fidelity to the real frame (higher is better)",
     "ssim": "structural similarity to the real frame (1 = identical)",
+    "mouth_psnr": "PSNR inside a box around the real frame's lips (grown by a quarter of the mouth width)",
+    "mouth_ssim": "SSIM inside that box",
+    "mouth_open_corr": "correlation of the rendered and the real mouth opening over the frames (1 = follows it)",
+    "mouth_open_ratio": "how far the rendered mouth opens: 5-95 percentile range of its opening / the real "
+                        "one's (1 = as far, 0 = does not move)",
     "cpbd_generated": "no-reference sharpness of the rendered frames (higher = sharper)",
     "cpbd_truth": "the same for the real frames: what the renderer should reach",
     "mouth_lmd_px": "distance of the tracked mouth points, rendered vs real (lower is better)",
@@ -53,6 +58,10 @@ HELP = {
     "av_offset": "offset of the best lip-audio match; 0 = in sync (> 0: the video lags)",
     "lse_d_truth": "LSE-D of the real frames: what the renderer should reach",
     "lse_c_truth": "LSE-C of the real frames: what the renderer should reach",
+    "train_psnr": "PSNR on frames spread over the training part (what the avatar was fitted to)",
+    "train_mouth_psnr": "mouth-box PSNR on those training frames",
+    "train_mouth_open_corr": "mouth opening correlation on those training frames",
+    "train_mouth_open_ratio": "mouth opening amplitude ratio on those training frames",
 }
 
 COLORS = {"truth": (0.12, 0.47, 0.71), "generated": (0.85, 0.37, 0.01), "driving": (0.4, 0.4, 0.4),
@@ -256,7 +265,10 @@ def render_html(ev: AvatarEvaluation, video: str | None, plots: list[str], strip
         "<h1>Avatar evaluation</h1>",
         f"<p>Avatar <code>{e(ev.avatar)}</code> re-rendering the held-out part of subject <code>{e(ev.subject)}</code>: "
         f"{len(ev.frames)} frames (subject frames {int(ev.frames[0])}-{int(ev.frames[-1])}, {duration:.1f} s at "
-        f"{ev.fps:g} fps), driven by their own tracked motion, compared at {ev.image_size}x{ev.image_size}.</p>",
+        f"{ev.fps:g} fps), driven by their own tracked motion, compared at {ev.image_size}x{ev.image_size}."
+        + (f" The rows \"training frames\" score {len(ev.train_frames)} frames spread over the training part "
+           f"(subject frames {int(ev.train_frames[0])}-{int(ev.train_frames[-1])}) the same way."
+           if len(ev.train_frames) else "") + "</p>",
         "<h2>Metrics</h2><table><tr><th>metric</th><th>value</th><th>unit</th><th></th></tr>",
         _rows(ev), "</table>",
     ]
@@ -264,8 +276,11 @@ def render_html(ev: AvatarEvaluation, video: str | None, plots: list[str], strip
         parts += ["<h2>Side by side</h2><p>Left: real frames. Right: rendered by the avatar. With the held-out audio.</p>",
                   f'<video controls preload=metadata src="{e(video)}"></video>',
                   f'<p><a href="{e(video)}">{e(video)}</a></p>']
+    m = ev.metrics
     captions = {"mouth.png": "Mouth opening over time, tracked in the real and in the rendered frames, "
-                             "against the audio loudness (dB). The rendered mouth should follow the real one.",
+                             "against the audio loudness (dB). The rendered mouth should follow the real one: "
+                             f"correlation {format_value(m.get('mouth_open_corr'), '.3f')}, amplitude ratio "
+                             f"(rendered / real 5-95 percentile range) {format_value(m.get('mouth_open_ratio'), '.2f')}.",
                 "pose.png": "Head pose over time: the driving motion, and the pose the tracker sees in the real and "
                             "in the rendered frames.",
                 "errors.png": "Per-frame errors and sharpness: where in the clip the renderer does worst. The "
@@ -291,6 +306,8 @@ def to_json(ev: AvatarEvaluation) -> dict[str, Any]:
         "avatar": ev.avatar, "subject": ev.subject, "fps": ev.fps, "image_size": ev.image_size,
         "frames": ev.frames.tolist(), "metrics": ev.metrics, "notes": ev.notes,
         "series": {k: np.asarray(v, np.float64).tolist() for k, v in ev.series.items()},
+        "train_frames": np.asarray(ev.train_frames).tolist(),
+        "train_series": {k: np.asarray(v, np.float64).tolist() for k, v in ev.train_series.items()},
         "pose_deg": {k: np.asarray(v, np.float64).tolist() for k, v in ev.pose.items()},
     })
 
