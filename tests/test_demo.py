@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 import erlnet.demo as demo
-from erlnet.demo import DemoConfig, MotionTiming, StageBook, check_output_dir, run_demo
+from erlnet.demo import DemoConfig, MotionTiming, StageBook, check_output_dir, format_summary, run_demo
 from erlnet.errors import InputError
 
 
@@ -142,7 +142,7 @@ def fake_stages(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     def report(cfg, avatar, subj, rep, show):
         calls.append("report")
         touch(rep / "index.html", "report")
-        return {"psnr": 30.0, "ssim": 0.9, "frames": 5}
+        return {"psnr": 30.0, "ssim": 0.9, "frames": 5, "mouth_open_corr": 0.42, "mouth_open_ratio": 0.31}
 
     monkeypatch.setattr(demo, "_subject", subject)
     monkeypatch.setattr(demo, "_avatar", one("avatar", {"steps": 7, "train_psnr": 29.0}))
@@ -189,6 +189,7 @@ def test_cli_prints_the_paths_and_numbers(fake_stages: list[str], tmp_path: Path
     for name in ("expressive.mp4", "subdued.mp4", "index.html", "avatar", "motion_model"):
         assert name in text
     assert "PSNR 30.00 dB" in text and "7 steps" in text and "stage 2 4 steps" in text
+    assert "mouth opening correlation 0.42, amplitude ratio 0.31 on 5 held-out frames" in text
     assert main(["demo", "-o", str(out), "--avatar-minutes", "1", "-q"]) == 0
     assert "every stage up to date" in capsys.readouterr().out and len(fake_stages) == len(demo.STAGES)
     (tmp_path / "other").mkdir()
@@ -236,6 +237,7 @@ def test_tiny_demo_writes_two_videos_with_sound_and_the_report(tmp_path: Path, o
     html = r.paths.report.read_text()
     assert "side_by_side.mp4" in html and ".png" in html
     assert r.stages["report"].info["frames"] > 0 and r.stages["avatar"].info["steps"] == 2
+    assert r.stages["report"].info["train_frames"] > 0 and "mouth opening correlation" in format_summary(r)
     mtimes = {p: p.stat().st_mtime_ns for p in r.paths.videos.values()}
     again = run_demo(out, cfg, show_progress=False)
     assert all(s.skipped for s in again.stages.values())

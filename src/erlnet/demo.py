@@ -9,7 +9,8 @@ Stages, in order (each is skipped when it finished earlier with the same setting
     motion   an ADF motion model trained on the corpus for `motion_minutes`
     inputs   built-in speech (a new seed) and one synthetic style clip per style in `video_styles`
     videos   one talking-head video per style clip: speech + style -> motion model -> avatar
-    report   the avatar's evaluation on the subject's held-out frames (HTML report)
+    report   the avatar's evaluation on the subject's held-out frames and a sample of its training frames
+             (HTML report; the summary shows the held-out mouth opening correlation and amplitude ratio)
 
 Output directory:
 
@@ -59,6 +60,7 @@ log = logging.getLogger(__name__)
 MANIFEST = "demo.json"
 DEMO_VERSION = 1  # part of every stage key: raise it when a stage's outputs change meaning
 STAGES = ("subject", "avatar", "corpus", "motion", "inputs", "videos", "report")
+REPORT_VERSION = 2  # part of the report stage's key: raise it when the evaluation's metrics change (2: mouth dynamics)
 STAGE1_SHARE = 0.4  # share of the motion budget given to the VQ-VAEs (stage 2 steps cost ~3x more)
 _MIN_MOTION_STEPS = 10
 _CALIBRATION_STEPS = (2, 10)  # two short motion runs: their difference gives the seconds per step
@@ -399,7 +401,8 @@ def _report(cfg: DemoConfig, avatar: Path, subject: Path, report: Path, show: bo
                                                                   render_threads=cfg.threads), progress=show)
     write_report(ev, report)
     keys = ("frames", "psnr", "ssim", "cpbd_generated", "cpbd_truth", "mouth_lmd_px", "neck_l1", "pose_error_deg",
-            "render_fps")
+            "render_fps", "mouth_open_corr", "mouth_open_ratio", "mouth_psnr", "train_frames", "train_psnr",
+            "train_mouth_open_corr", "train_mouth_open_ratio")
     return _numbers(ev.metrics, keys)
 
 
@@ -479,7 +482,7 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, show_progress: b
          [p.inputs], lambda: _inputs(cfg, p.inputs, show), True),
         ("videos", lambda r: _key("videos", r["avatar"].token, r["motion"].token, r["inputs"].token, cfg.seed),
          [p.root / "videos"], lambda: _videos(cfg, p, show), False),
-        ("report", lambda r: _key("report", r["avatar"].token, cfg.eval_frames),
+        ("report", lambda r: _key("report", r["avatar"].token, cfg.eval_frames, REPORT_VERSION),
          [p.report_dir], lambda: _report(cfg, p.avatar, p.subject, p.report_dir, show), False),
     ]
     for path in p.root.glob(".motion-calibration-*"):  # left by an interrupted run
@@ -517,7 +520,9 @@ def format_summary(result: DemoResult) -> str:
                      f"{v.get('motion_seconds', '?')} s + rendering {v.get('render_seconds', '?')} s = "
                      f"{v.get('compute_per_audio_second', '?')} s of compute per s of audio)")
     lines.append(f"  report             : {p.report}  ({_fmt(rep, 'psnr', 'PSNR', ' dB', '.2f')}, "
-                 f"{_fmt(rep, 'ssim', 'SSIM', '', '.3f')}, {_fmt(rep, 'mouth_lmd_px', 'mouth LMD', ' px', '.2f')} "
+                 f"{_fmt(rep, 'ssim', 'SSIM', '', '.3f')}, {_fmt(rep, 'mouth_lmd_px', 'mouth LMD', ' px', '.2f')}, "
+                 f"{_fmt(rep, 'mouth_open_corr', 'mouth opening correlation', '', '.2f')}, "
+                 f"{_fmt(rep, 'mouth_open_ratio', 'amplitude ratio', '', '.2f')} "
                  f"on {rep.get('frames', '?')} held-out frames)")
     lines.append(f"  avatar             : {p.avatar}  ({av.get('steps', '?')} steps, "
                  f"{_fmt(av, 'train_psnr', 'train PSNR', ' dB', '.2f')})")
