@@ -70,6 +70,8 @@ def test_cli_writes_a_report_that_names_its_video_and_plots(env: dict[str, Path]
     assert 0 < m["psnr"] < 40 and -1 < m["ssim"] < 1 and m["render_fps"] > 0 and m["neck_l1"] > 0
     assert 0 <= m["cpbd_generated"] <= 1 and 0 <= m["cpbd_truth"] <= 1
     assert 0 < m["mouth_psnr"] < 40 and 0 < m["train_psnr"] < 40 and 0 < m["train_mouth_psnr"] < 40
+    assert m["face_found_generated"] == 0  # an untrained avatar draws no face: the opening cannot be measured
+    assert m["mouth_open_corr"] == m["train_mouth_open_ratio"] == "not computed (no face found in the rendered frames)"
     assert "Mouth opening over time" in page and "amplitude ratio" in page
     assert m["lpips"] == m["fid"] == m["lse_d"] == m["lse_c"] == m["av_offset"] == "not computed (no weights)"
     strip = cv2.imread(str(out / STRIP))

@@ -459,11 +459,13 @@ def _mouth_metrics(scored: _Scored, cfg: EvaluateConfig) -> dict[str, Any]:
     out: dict[str, Any] = {"mouth_psnr": _nanmean(scored.series["mouth_psnr"]),
                            "mouth_ssim": _nanmean(scored.series["mouth_ssim"]),
                            "mouth_open_corr": d.corr, "mouth_open_ratio": d.ratio, "mouth_open_frames": d.frames}
+    no_face = not np.isfinite(scored.lms_gen).all(axis=(1, 2)).any()
+    why = "no face found in the rendered frames" if no_face else d.reason
     for key in ("mouth_open_corr", "mouth_open_ratio"):
         if not cfg.track:
             out[key] = "not computed (tracking off)"
         elif math.isnan(out[key]):
-            out[key] = f"not computed ({d.reason})"
+            out[key] = f"not computed ({why})"
     return out
 
 
