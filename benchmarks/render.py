@@ -1,13 +1,18 @@
 """Avatar training and rendering: speed (training steps/s, render frames/s at 256 and 512, peak RSS)
 and quality after a fixed training-time budget on held-out frames driven by their own tracked motion
-(`erlnet evaluate`'s metrics: PSNR, SSIM, CPBD, mouth LMD and the error in a band around the
-chin/neck line), for fusion="feature" and "pixel", on a synthetic subject and on a real clip (train on
-the first 80 %, test on the last 20 %).
+(`erlnet evaluate`'s metrics: PSNR, SSIM, CPBD, mouth LMD, the error in a band around the chin/neck
+line, and the mouth dynamics: opening correlation and amplitude ratio rendered vs real, mouth-box
+PSNR/SSIM, also on as many training frames), for fusion="feature" and "pixel", on a synthetic subject
+and on real clips (train on the first 80 %, test on the last 20 %).
+
+Subjects (`--subjects`, comma-separated): `synthetic`; `real` = every clip of REAL_VIDEOS found in
+../shared/data (Obama_clip1, WDA_KatieHill_000, retalking_face_2, retalking_face_4); or those names.
 
     python -m benchmarks.render                          # speed only (a few minutes on 2 CPU cores)
     python -m benchmarks.render --minutes 20 --real-minutes 60 --skip-speed
-        # quality: synthetic 20 min and Obama_clip1 60 min per avatar, feature and pixel fusion trained
+        # quality: synthetic 20 min and each real clip 60 min per avatar, feature and pixel fusion trained
         # side by side (--jobs 2, one thread each), then trained-avatar render speed on both cores
+    python -m benchmarks.render --minutes 20 --real-minutes 30 --subjects synthetic,Obama_clip1,WDA_KatieHill_000 --skip-speed
     python -m benchmarks.render --minutes 0.5 --smoke    # a short end-to-end check of the quality path
     python -m benchmarks.render --minutes 20 --real-minutes 60 --skip-speed --reuse   # re-score the avatars trained before
     python -m benchmarks.render --real-minutes 60 --subjects real --seeds 2 --jobs 4 --skip-speed
@@ -28,7 +33,15 @@ from typing import Any
 
 from benchmarks.common import CHILD_RSS, RESULTS, SHARED_DATA, median, run_child, table, write_json
 
-REAL_VIDEO = SHARED_DATA / "styletalk" / "video" / "Obama_clip1.mp4"
+# The real subjects, by name: talking clips in ../shared/data. Of the retalking clips (all with audio), two
+# people whose held-out last 20 % talks (face_1 closes its mouth there: 0.006-0.008 opening)
+REAL_VIDEOS = {
+    "Obama_clip1": SHARED_DATA / "styletalk" / "video" / "Obama_clip1.mp4",
+    "WDA_KatieHill_000": SHARED_DATA / "sadtalker" / "WDA_KatieHill_000.mp4",
+    "retalking_face_2": SHARED_DATA / "retalking" / "face_2.mp4",
+    "retalking_face_4": SHARED_DATA / "retalking" / "face_4.mp4",
+}
+SUBJECT_CHOICES = ("synthetic", "real", *REAL_VIDEOS)
 
 SPEED_CHILD = """
 import json, sys, time
@@ -157,39 +170,58 @@ def bench_trained_speed(avatars: dict[str, Path], subjects: dict[str, Path], run
     return out
 
 
+EVAL_KEYS = ("psnr", "ssim", "neck_l1", "neck_psnr", "cpbd_generated", "cpbd_truth", "mouth_lmd_px", "render_fps",
+             "mouth_open_corr", "mouth_open_ratio", "mouth_psnr", "mouth_ssim", "train_frames", "train_psnr",
+             "train_mouth_psnr", "train_mouth_open_corr", "train_mouth_open_ratio")
+
+
 def evaluate(subject_dir: Path, avatar_dir: Path, max_frames: int = 50) -> dict[str, Any]:
     """Render up to `max_frames` held-out frames (after the train split) of a subject, spread over the
-    held-out part, with its avatar driven by their own tracked motion, and score them against the real
-    frames at the avatar's size (`erlnet.eval.avatar.evaluate_subject`, the `erlnet evaluate` metrics)."""
+    held-out part, and as many training frames spread over the train split, with its avatar driven by
+    their own tracked motion, and score them against the real frames at the avatar's size
+    (`erlnet.eval.avatar.evaluate_subject`, the `erlnet evaluate` metrics; training-frame ones are train_...)."""
     import math
 
     from erlnet.eval.avatar import EvaluateConfig, evaluate_subject, held_out_frames
     from erlnet.io.subject import Subject
 
     n = len(held_out_frames(Subject(subject_dir)))
-    cfg = EvaluateConfig(max_frames=max_frames, stride=max(1, math.ceil(n / max_frames)), video=False)
+    cfg = EvaluateConfig(max_frames=max_frames, stride=max(1, math.ceil(n / max_frames)), video=False,
+                         train_frames=max_frames)
     m = evaluate_subject(avatar_dir, subject_dir, config=cfg).metrics
-    keys = ("psnr", "ssim", "neck_l1", "neck_psnr", "cpbd_generated", "cpbd_truth", "mouth_lmd_px", "render_fps")
     # neck_l1: mean |error| in the neck band, 0..255; a metric that could not be measured is a string
-    return {"eval_frames": m["frames"]} | {k: m[k] for k in keys}
+    return {"eval_frames": m["frames"]} | {k: m[k] for k in EVAL_KEYS}
 
 
-def prepare_subjects(work: Path, size: int, seconds: float, real: bool) -> dict[str, Path]:
-    """Preprocessed subjects (cached in `work`): a synthetic clip, and the real clip when present."""
+def real_subject_names(wanted: list[str]) -> list[str]:
+    """The REAL_VIDEOS names that `--subjects` values select ("real" = all of them), in their order."""
+    return [name for name in REAL_VIDEOS if "real" in wanted or name in wanted]
+
+
+def prepare_subjects(work: Path, size: int, seconds: float, names: list[str]) -> dict[str, Path]:
+    """Preprocessed subjects (cached in `work`, each preprocessed once: a rerun skips finished steps):
+    "synthetic" (a generated clip) and the REAL_VIDEOS among `names` whose clip is present."""
     from erlnet.preprocess.pipeline import PreprocessConfig, run_preprocess
     from erlnet.synth import SynthConfig, generate
 
     cfg = PreprocessConfig(size=size, split=(0.8, 0.1))
     subjects = {}
-    synth_dir = work / f"synth-{seconds:g}s-{size}"
-    if not (synth_dir / "subject" / "manifest.json").exists():
-        res = generate(SynthConfig(seconds=seconds, size=size, seed=0), synth_dir / "clip", progress=False)
-        run_preprocess(res.video, synth_dir / "subject", cfg, show_progress=False)
-    subjects["synthetic"] = synth_dir / "subject"
-    if real and REAL_VIDEO.exists():
-        real_dir = work / f"{REAL_VIDEO.stem}-{size}"
-        run_preprocess(REAL_VIDEO, real_dir, cfg, show_progress=False)  # skips finished steps
-        subjects[REAL_VIDEO.stem] = real_dir
+    if "synthetic" in names:
+        synth_dir = work / f"synth-{seconds:g}s-{size}"
+        if not (synth_dir / "subject" / "manifest.json").exists():
+            res = generate(SynthConfig(seconds=seconds, size=size, seed=0), synth_dir / "clip", progress=False)
+            run_preprocess(res.video, synth_dir / "subject", cfg, show_progress=False)
+        subjects["synthetic"] = synth_dir / "subject"
+    for name in names:
+        video = REAL_VIDEOS.get(name)
+        if video is None:
+            continue
+        if not video.exists():
+            print(f"render benchmark: {name}: {video} not found, left out")
+            continue
+        real_dir = work / f"{name}-{size}"
+        run_preprocess(video, real_dir, cfg, show_progress=False)  # skips finished steps
+        subjects[name] = real_dir
     return subjects
 
 
@@ -238,17 +270,40 @@ def bench_quality(subjects: dict[str, Path], work: Path, minutes: dict[str, floa
         return dict(pool.map(lambda a: one(*a), plan))
 
 
-MEAN_KEYS = ("psnr", "ssim", "neck_l1", "neck_psnr", "steps")
+MEAN_KEYS = ("psnr", "ssim", "neck_l1", "neck_psnr", "steps", "mouth_open_corr", "mouth_open_ratio")
+
+
+def _mean(values: list[Any]) -> float:
+    """Mean of numbers; NaN when one of them was not measured (a "not computed" string) or missing."""
+    if not values or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        return float("nan")
+    return sum(float(v) for v in values) / len(values)
 
 
 def seed_means(quality: dict[str, Any]) -> dict[str, dict[str, float]]:
-    """Mean of the headline metrics over the seeds of each subject/fusion that has several."""
+    """Mean of the headline metrics over the seeds of each subject/fusion that has several (NaN for a
+    metric that one of the seeds could not measure)."""
     groups: dict[str, list[dict[str, Any]]] = {}
     for key, q in quality.items():
         if "error" not in q:
             groups.setdefault(key.split(" seed ")[0], []).append(q)
-    return {k: {m: sum(float(q[m]) for q in qs) / len(qs) for m in MEAN_KEYS} | {"seeds": len(qs)}
+    return {k: {m: _mean([q.get(m) for q in qs]) for m in MEAN_KEYS} | {"seeds": len(qs)}
             for k, qs in groups.items() if len(qs) > 1}
+
+
+def mouth_row(q: dict[str, Any]) -> str:
+    """The mouth dynamics of one quality run: held-out opening correlation, amplitude ratio, mouth-box
+    PSNR, and the same on training frames ("-" for an earlier run's record without them)."""
+    from erlnet.eval.avatar import format_value
+
+    def f(key: str, spec: str) -> str:
+        v = q.get(key)
+        return format_value(v, spec) if v is not None else "-"
+
+    return (f"opening corr {f('mouth_open_corr', '.3f')}  ratio {f('mouth_open_ratio', '.2f')}  mouth-box PSNR "
+            f"{f('mouth_psnr', '.2f')} dB (SSIM {f('mouth_ssim', '.3f')})  |  {f('train_frames', 'd')} training frames: "
+            f"corr {f('train_mouth_open_corr', '.3f')}  ratio {f('train_mouth_open_ratio', '.2f')}  PSNR "
+            f"{f('train_psnr', '.2f')} dB  mouth-box PSNR {f('train_mouth_psnr', '.2f')} dB")
 
 
 def report(res: dict[str, Any]) -> str:
@@ -274,10 +329,12 @@ def report(res: dict[str, Any]) -> str:
                      f"{format_value(lmd, '.2f')}{'' if isinstance(lmd, str) else ' px'}  {q['steps']} steps "
                      f"({q['steps_per_s']:.2f}/s incl. start-up)  render {format_value(q.get('render_fps'), '.1f')} f/s  "
                      f"RSS {q['peak_rss_mb']:.0f} MB"))
+        rows.append(("  mouth", mouth_row(q)))
     for key, m in res.get("quality_mean", {}).items():
         rows.append((f"{key} (mean of {m['seeds']} seeds)",
                      f"PSNR {m['psnr']:.2f} dB  SSIM {m['ssim']:.3f}  neck |err| {m['neck_l1']:.2f}/255 "
-                     f"(PSNR {m['neck_psnr']:.2f})  {m['steps']:.0f} steps"))
+                     f"(PSNR {m['neck_psnr']:.2f})  {m['steps']:.0f} steps  mouth opening corr "
+                     f"{format_value(m.get('mouth_open_corr'), '.3f')} ratio {format_value(m.get('mouth_open_ratio'), '.2f')}"))
     return table("avatar training and rendering (DBF-NeRF)", rows)
 
 
@@ -285,32 +342,37 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--minutes", type=float, default=0.0, help="training budget per avatar (0: speed only)")
     ap.add_argument("--real-minutes", type=float, default=0.0,
-                    help="training budget per avatar on the real clip (0: same as --minutes)")
+                    help="training budget per avatar on the real clips (0: same as --minutes)")
     ap.add_argument("--size", type=int, default=256, help="working and training resolution of the quality runs")
     ap.add_argument("--seconds", type=float, default=20.0, help="length of the synthetic clip")
-    ap.add_argument("--eval-frames", type=int, default=50, help="held-out frames evaluated per avatar")
+    ap.add_argument("--eval-frames", type=int, default=50, help="held-out frames (and as many training frames) evaluated per avatar")
     ap.add_argument("--runs", type=int, default=1, help="repeats of each speed measurement (median)")
     ap.add_argument("--device", default="auto", help="auto (CUDA when present) or cpu")
     ap.add_argument("--skip-speed", action="store_true")
     ap.add_argument("--jobs", type=int, default=2,
                     help="quality runs side by side (1 thread each on 2 cores: faster per step than 2 threads)")
-    ap.add_argument("--subjects", default="synthetic,real", help="quality subjects: synthetic, real or both")
-    ap.add_argument("--smoke", action="store_true", help="tiny quality run: 4 s synthetic clip, 4 eval frames, no real clip")
+    ap.add_argument("--subjects", default="synthetic,real",
+                    help="quality subjects, comma-separated: synthetic, real (every real clip) or real clip names: "
+                         + ", ".join(REAL_VIDEOS))
+    ap.add_argument("--smoke", action="store_true",
+                    help="tiny quality run: 4 s synthetic clip, 4 eval (and training) frames, no real clip")
     ap.add_argument("--work", type=Path, default=RESULTS / "render-work")
     ap.add_argument("--seeds", type=int, default=1, help="training seeds per subject and fusion mode (mean reported)")
     ap.add_argument("--reuse", action="store_true",
                     help="evaluate the avatars an earlier run trained with the same budgets (in --work) instead of training")
     args = ap.parse_args(argv)
+    wanted = [w.strip() for w in args.subjects.split(",") if w.strip()]
+    unknown = sorted(set(wanted) - set(SUBJECT_CHOICES))
+    if unknown:
+        ap.error(f"--subjects: unknown {', '.join(unknown)} (choose from {', '.join(SUBJECT_CHOICES)})")
     res: dict[str, Any] = {"minutes": args.minutes, "size": args.size}
     if not args.skip_speed:
         res["speed"] = bench_speed(args.runs, args.device)
     if args.minutes > 0:
         args.work.mkdir(parents=True, exist_ok=True)
         seconds, frames = (4.0, 4) if args.smoke else (args.seconds, args.eval_frames)
-        wanted = set(args.subjects.split(","))
-        subjects = prepare_subjects(args.work, args.size, seconds, real=not args.smoke and "real" in wanted)
-        if "synthetic" not in wanted:
-            subjects.pop("synthetic")
+        names = (["synthetic"] if "synthetic" in wanted else []) + ([] if args.smoke else real_subject_names(wanted))
+        subjects = prepare_subjects(args.work, args.size, seconds, names)
         budgets = {name: args.minutes if name == "synthetic" else (args.real_minutes or args.minutes) for name in subjects}
         res["quality"] = bench_quality(subjects, args.work, budgets, args.size, frames, args.device, args.jobs,
                                        reuse=args.reuse, seeds=args.seeds)
