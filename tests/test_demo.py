@@ -139,6 +139,13 @@ def fake_stages(monkeypatch: pytest.MonkeyPatch) -> list[str]:
             touch(v, "video")
         return {s: {"frames": 25, "audio_seconds": 1.0, "compute_per_audio_second": 2.0} for s in paths.videos}
 
+    def talking(cfg, paths, show):
+        calls.append("talking")
+        touch(paths.talking, "talking")
+        one = {"r": 0.5, "best_r": 0.61, "best_lag": 1, "frames": 25, "span": 0.12, "by_lag": [0.1, 0.3, 0.5, 0.61, 0.4, 0.2, 0.0]}
+        return {"videos": {s: one for s in paths.videos},
+                "subject": one | {"r": 0.7, "best_r": 0.72, "best_lag": -1, "frames": 10}}
+
     def report(cfg, avatar, subj, rep, show):
         calls.append("report")
         touch(rep / "index.html", "report")
@@ -150,11 +157,13 @@ def fake_stages(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     monkeypatch.setattr(demo, "_motion", one("motion", {"steps": {"stage1": 3, "stage2": 4}}))
     monkeypatch.setattr(demo, "_inputs", inputs)
     monkeypatch.setattr(demo, "_videos", videos)
+    monkeypatch.setattr(demo, "_talking", talking)
     monkeypatch.setattr(demo, "_report", report)
     return calls
 
 
-def test_stages_run_in_order_and_rerun_only_what_settings_change(fake_stages: list[str], tmp_path: Path) -> None:
+def test_stages_run_in_order_and_rerun_only_what_settings_change(fake_stages: list[str], tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     out = tmp_path / "demo"
     r = run_demo(out, DemoConfig(), show_progress=False)
     assert fake_stages == list(demo.STAGES)
@@ -165,10 +174,10 @@ def test_stages_run_in_order_and_rerun_only_what_settings_change(fake_stages: li
     assert fake_stages == [] and all(s.skipped for s in r.stages.values())
     assert r.stages["avatar"].info == {"steps": 7, "train_psnr": 29.0}  # numbers of the earlier run
     run_demo(out, DemoConfig(avatar_minutes=1.0), show_progress=False)
-    assert fake_stages == ["avatar", "videos", "report"]  # what depends on the avatar
+    assert fake_stages == ["avatar", "videos", "talking", "report"]  # what depends on the avatar
     fake_stages.clear()
     run_demo(out, DemoConfig(avatar_minutes=1.0, motion_steps=5), show_progress=False)
-    assert fake_stages == ["motion", "videos"]
+    assert fake_stages == ["motion", "videos", "talking"]
     fake_stages.clear()
     (out / "corpus").rename(out / "corpus_moved")  # a missing output is made again ...
     run_demo(out, DemoConfig(avatar_minutes=1.0, motion_steps=5), show_progress=False)
@@ -176,7 +185,11 @@ def test_stages_run_in_order_and_rerun_only_what_settings_change(fake_stages: li
     fake_stages.clear()
     (out / "avatar").rename(out / "avatar_moved")  # a retrained avatar invalidates what used the old one
     run_demo(out, DemoConfig(avatar_minutes=1.0, motion_steps=5), show_progress=False)
-    assert fake_stages == ["avatar", "videos", "report"]
+    assert fake_stages == ["avatar", "videos", "talking", "report"]
+    fake_stages.clear()
+    monkeypatch.setattr(demo, "TALKING_VERSION", demo.TALKING_VERSION + 1)  # a new measurement: only it reruns
+    run_demo(out, DemoConfig(avatar_minutes=1.0, motion_steps=5), show_progress=False)
+    assert fake_stages == ["talking"]
 
 
 def test_cli_prints_the_paths_and_numbers(fake_stages: list[str], tmp_path: Path,
@@ -190,6 +203,11 @@ def test_cli_prints_the_paths_and_numbers(fake_stages: list[str], tmp_path: Path
         assert name in text
     assert "PSNR 30.00 dB" in text and "7 steps" in text and "stage 2 4 steps" in text
     assert "mouth opening correlation 0.42, amplitude ratio 0.31 on 5 held-out frames" in text
+    for style in ("expressive", "subdued"):
+        assert (f"mouth ({style:>10}) : opening-loudness correlation 0.50 (best 0.61 at lag +1), "
+                f"opening range 0.120, 25 frames") in text
+    assert ("opening-loudness correlation 0.70 (best 0.72 at lag -1), opening range 0.120, 10 frames of the "
+            "subject's real frames") in text
     assert main(["demo", "-o", str(out), "--avatar-minutes", "1", "-q"]) == 0
     assert "every stage up to date" in capsys.readouterr().out and len(fake_stages) == len(demo.STAGES)
     (tmp_path / "other").mkdir()
@@ -238,6 +256,10 @@ def test_tiny_demo_writes_two_videos_with_sound_and_the_report(tmp_path: Path, o
     assert "side_by_side.mp4" in html and ".png" in html
     assert r.stages["report"].info["frames"] > 0 and r.stages["avatar"].info["steps"] == 2
     assert r.stages["report"].info["train_frames"] > 0 and "mouth opening correlation" in format_summary(r)
+    talk = json.loads(r.paths.talking.read_text())  # the talking stage measured both videos and the subject
+    assert set(talk["videos"]) == set(r.stages["talking"].info["videos"]) == {"expressive", "subdued"}
+    assert len(talk["videos"]["expressive"]["opening"]) == n_frames and len(talk["subject"]["loudness_db"]) == 40
+    assert "opening-loudness correlation" in format_summary(r)
     mtimes = {p: p.stat().st_mtime_ns for p in r.paths.videos.values()}
     again = run_demo(out, cfg, show_progress=False)
     assert all(s.skipped for s in again.stages.values())

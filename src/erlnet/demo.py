@@ -9,6 +9,9 @@ Stages, in order (each is skipped when it finished earlier with the same setting
     motion   an ADF motion model trained on the corpus for `motion_minutes`
     inputs   built-in speech (a new seed) and one synthetic style clip per style in `video_styles`
     videos   one talking-head video per style clip: speech + style -> motion model -> avatar
+    talking  whether the videos talk: the correlation of each video's mouth opening (tracked with
+             MediaPipe) with the loudness of its speech, and of the subject's real frames with theirs
+             (the reference the videos should reach; `eval.talking`)
     report   the avatar's evaluation on the subject's held-out frames and a sample of its training frames
              (HTML report; the summary shows the held-out mouth opening correlation and amplitude ratio)
 
@@ -25,6 +28,7 @@ OUT/
   inputs/speech.wav       the speech of the videos
   inputs/styles/STYLE/    a style clip (video.mp4, ...), its tracking cached in tracking/
   videos/STYLE.mp4        the talking-head videos
+  talking.json            per video and for the subject: opening-loudness correlation, per-frame curves
   report/index.html       the evaluation report (side_by_side.mp4, plots, metrics.json)
 ```
 
@@ -59,8 +63,9 @@ log = logging.getLogger(__name__)
 
 MANIFEST = "demo.json"
 DEMO_VERSION = 1  # part of every stage key: raise it when a stage's outputs change meaning
-STAGES = ("subject", "avatar", "corpus", "motion", "inputs", "videos", "report")
+STAGES = ("subject", "avatar", "corpus", "motion", "inputs", "videos", "talking", "report")
 REPORT_VERSION = 2  # part of the report stage's key: raise it when the evaluation's metrics change (2: mouth dynamics)
+TALKING_VERSION = 1  # part of the talking stage's key: raise it when its measurement changes
 STAGE1_SHARE = 0.4  # share of the motion budget given to the VQ-VAEs (stage 2 steps cost ~3x more)
 _MIN_MOTION_STEPS = 10
 _CALIBRATION_STEPS = (2, 10)  # two short motion runs: their difference gives the seconds per step
@@ -392,6 +397,28 @@ def _videos(cfg: DemoConfig, paths: DemoPaths, show: bool) -> dict[str, Any]:
     return info
 
 
+def _talking(cfg: DemoConfig, paths: DemoPaths, show: bool) -> dict[str, Any]:
+    """Opening-loudness correlation of each video (its mouth tracked, frame by frame, against the speech
+    it was made from) and of the subject's real frames (its tracked landmarks and audio); the numbers
+    go to demo.json, the numbers and per-frame curves to talking.json."""
+    from erlnet.eval.talking import opening_loudness, subject_curves, video_curves
+
+    def measure(opening: np.ndarray, loudness: np.ndarray) -> tuple[dict[str, Any], dict[str, Any]]:
+        d = opening_loudness(opening, loudness).to_dict()
+        curves = {"opening": [None if not math.isfinite(v) else round(float(v), 5) for v in opening],
+                  "loudness_db": [round(float(v), 2) for v in loudness]}
+        return d, d | curves
+
+    info: dict[str, Any] = {"videos": {}}
+    doc: dict[str, Any] = {"videos": {}}
+    for style, video in paths.videos.items():
+        log.info("talking: %s", video)
+        info["videos"][style], doc["videos"][style] = measure(*video_curves(video, paths.speech, progress=show))
+    info["subject"], doc["subject"] = measure(*subject_curves(paths.subject))
+    atomic_write_text(paths.talking, json.dumps(doc, indent=1) + "\n")
+    return info
+
+
 def _report(cfg: DemoConfig, avatar: Path, subject: Path, report: Path, show: bool) -> dict[str, Any]:
     from erlnet.eval.avatar import EvaluateConfig, evaluate_subject
     from erlnet.eval.report import write_report
@@ -425,6 +452,7 @@ class DemoPaths:
     inputs: Path
     speech: Path
     videos: dict[str, Path]
+    talking: Path
     report_dir: Path
     report: Path
 
@@ -434,7 +462,7 @@ class DemoPaths:
         return cls(root=r, subject_clip=r / "subject_clip", subject=r / "subject", avatar=r / "avatar",
                    corpus=r / "corpus", motion_model=r / "motion_model", inputs=r / "inputs",
                    speech=r / "inputs" / "speech.wav", videos={s: r / "videos" / f"{s}.mp4" for s in video_styles},
-                   report_dir=r / "report", report=r / "report" / "index.html")
+                   talking=r / "talking.json", report_dir=r / "report", report=r / "report" / "index.html")
 
 
 @dataclass(frozen=True)
@@ -482,6 +510,8 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, show_progress: b
          [p.inputs], lambda: _inputs(cfg, p.inputs, show), True),
         ("videos", lambda r: _key("videos", r["avatar"].token, r["motion"].token, r["inputs"].token, cfg.seed),
          [p.root / "videos"], lambda: _videos(cfg, p, show), False),
+        ("talking", lambda r: _key("talking", r["videos"].token, r["subject"].token, TALKING_VERSION),
+         [p.talking], lambda: _talking(cfg, p, show), False),
         ("report", lambda r: _key("report", r["avatar"].token, cfg.eval_frames, REPORT_VERSION),
          [p.report_dir], lambda: _report(cfg, p.avatar, p.subject, p.report_dir, show), False),
     ]
@@ -519,6 +549,11 @@ def format_summary(result: DemoResult) -> str:
                      f"of built-in speech; style tracking {v.get('style_seconds', '?')} s + motion "
                      f"{v.get('motion_seconds', '?')} s + rendering {v.get('render_seconds', '?')} s = "
                      f"{v.get('compute_per_audio_second', '?')} s of compute per s of audio)")
+    talk = st["talking"].info
+    for style in p.videos:
+        lines.append(f"  mouth ({style:>10}) : {_talk(talk.get('videos', {}).get(style))}")
+    lines.append(f"  mouth (   subject) : {_talk(talk.get('subject'))} of the subject's real frames "
+                 f"(the reference: a video that talks reaches it)")
     lines.append(f"  report             : {p.report}  ({_fmt(rep, 'psnr', 'PSNR', ' dB', '.2f')}, "
                  f"{_fmt(rep, 'ssim', 'SSIM', '', '.3f')}, {_fmt(rep, 'mouth_lmd_px', 'mouth LMD', ' px', '.2f')}, "
                  f"{_fmt(rep, 'mouth_open_corr', 'mouth opening correlation', '', '.2f')}, "
@@ -531,6 +566,17 @@ def format_summary(result: DemoResult) -> str:
                  f"stage 2 {steps.get('stage2', '?')} steps)")
     lines.append(f"  subject            : {p.subject}  (style clips and speech in {p.inputs})")
     return "\n".join(lines)
+
+
+def _talk(d: dict[str, Any] | None) -> str:
+    """A talking-stage entry: "opening-loudness correlation r (best r at lag k), opening range s, N frames"."""
+    from erlnet.eval.talking import OpeningLoudness
+
+    if not d:
+        return "opening-loudness correlation n/a"
+    c = OpeningLoudness.from_dict(d)
+    span = "" if math.isnan(c.span) or math.isnan(c.best_r) else f", opening range {c.span:.3f}"
+    return c.describe() + span + (f", {c.frames} frames" if c.frames else "")
 
 
 def _fmt(d: dict[str, Any], key: str, label: str, unit: str, spec: str) -> str:
