@@ -85,6 +85,12 @@ JAW = np.array([361, 288, 397, 365, 379, 378, 400, 377, 152, 148, 176, 149, 150,
 # Points that carry expression (a compact subset for motion models): lips, lid contours, irises,
 # brows, jaw line, chin midline below the lip (18, 200, 199, 175) and nostril wings (98, 327).
 EXPRESSIVE = np.unique(np.concatenate([MOUTH, EYES, IRISES, BROWS, JAW, [18, 200, 199, 175, 98, 327]]))
+# Points that drive a renderer locally (the landmark-conditioned head field): lips, jaw line and chin
+# midline (the mouth opens), lid contours (blinks) and brows. 113 points.
+# The lips and the chin midline: the region whose inside a renderer must keep (teeth, cavity, the
+# space the lower lip and chin move into when the jaw opens).
+MOUTH_REGION = np.unique(np.concatenate([MOUTH, [18, 200, 199, 175, 152]]))
+DRIVING = np.unique(np.concatenate([MOUTH, JAW, [18, 200, 199, 175], EYES, BROWS]))
 
 
 def _check(lms: np.ndarray) -> np.ndarray:

@@ -54,13 +54,17 @@ class RenderOutput:
 class Renderer(nn.Module, ABC):
     """A person-specific renderer: `forward(cond) -> RenderOutput`.
 
-    Before training, the trainer shows it its training data once through two optional hooks
-    (no-ops here): `set_expression_stats` with all training expressions, and `carve` with the
+    Before training, the trainer shows it its subject once through three optional hooks (no-ops
+    here), in this order: `set_face` with the subject's neutral face (a renderer may tie its space
+    to the landmarks), `set_expression_stats` with all training expressions, and `carve` with the
     training frames' conditions and masks in batches (a renderer may restrict its space to the
     silhouettes)."""
 
     @abstractmethod
     def forward(self, cond: RenderCondition) -> RenderOutput: ...
+
+    def set_face(self, neutral: torch.Tensor) -> None:
+        """neutral (N, 3): the subject's neutral face (landmarks in the canonical head frame, metres)."""
 
     def set_expression_stats(self, expressions: torch.Tensor) -> None:
         """expressions (T, D) of the training frames."""

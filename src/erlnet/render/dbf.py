@@ -37,10 +37,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from erlnet.errors import FormatError, InputError
+from erlnet.face import topology
 from erlnet.render.base import RenderCondition, Renderer, RenderOutput
 from erlnet.render.encodings import POSE_CODE_DIM, ExpressionEncoder, relative_pose_code
 from erlnet.render.fields import ConditionedField, DeformField, PoseAffineMotion
 from erlnet.render.fusion import fusion_weights, over, over_background
+from erlnet.render.landmarks import FrameLandmarks, LandmarkCoding, driving_columns
 from erlnet.render.raymarch import (
     OccupancyGrid,
     distortion,
@@ -73,6 +75,14 @@ class DBFConfig:
     torso_layers: int = 1  # hidden layers of the torso field MLP
     expression_code_dim: int = 32  # width of the expression (+ blink) code
     expression_hidden: int = 128  # hidden width of the expression encoder
+    # Landmark conditioning of the head (erlnet.render.landmarks): the driving landmarks warp the
+    # canonical head space and give each sample a Gaussian landmark code, so the mouth and lids
+    # follow the motion locally. Needs a landmark expression layout (all 478/468 points or EXPRESSIVE).
+    landmark_code: bool = True
+    landmark_channels: int = 16  # width of the Gaussian landmark code
+    landmark_sigma: float = 0.01  # initial radius of each landmark's (learnt, anisotropic) Gaussian (m)
+    landmark_warp_sigma: float = 0.012  # radius of the warp's Gaussians (m; 0 = no warp)
+    mouth_margin: float = 0.015  # head cells within this of the lips and chin are never skipped (m; <0: off)
     head_box_min: Vec3 = (-0.18, -0.22, -0.12)  # head box corner, canonical head frame (m)
     head_box_max: Vec3 = (0.18, 0.26, 0.20)
     torso_box_min: Vec3 = (-0.40, 0.00, -0.10)  # torso + neck box corner, reference head frame (m)
@@ -101,7 +111,7 @@ class DBFConfig:
         unknown = sorted(set(d) - set(known))
         if unknown:
             raise FormatError(f"DBF renderer config has unknown fields {unknown}; written by a newer erlnet?")
-        d = {"torso_affine": False} | d  # avatars saved before it existed have no such weights
+        d = {"torso_affine": False, "landmark_code": False} | d  # avatars saved before these existed
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
     def setup(self, expression_dim: int, image_size: int) -> DBFRenderer:
@@ -186,6 +196,9 @@ class DBFRenderer(Renderer):
         self.expression_dim = expression_dim
         self.image_size = image_size
         self.expression = ExpressionEncoder(expression_dim, c.expression_code_dim, c.expression_hidden)
+        columns = driving_columns(expression_dim) if c.landmark_code else None
+        self.landmarks = None if columns is None else LandmarkCoding(
+            columns, c.head_box_min, c.head_box_max, c.landmark_channels, c.landmark_sigma, c.landmark_warp_sigma)
         common = dict(
             levels=c.plane_levels,
             channels=c.plane_channels,
@@ -196,7 +209,7 @@ class DBFRenderer(Renderer):
         )
         self.head = ConditionedField(
             c.head_box_min, c.head_box_max, c.plane_resolution, cond_dim=c.expression_code_dim,
-            layers=c.head_layers, **common
+            layers=c.head_layers, local_dim=c.landmark_channels if self.landmarks is not None else 0, **common
         )
         self.torso = ConditionedField(
             c.torso_box_min, c.torso_box_max, c.torso_plane_resolution, cond_dim=POSE_CODE_DIM,
@@ -221,9 +234,34 @@ class DBFRenderer(Renderer):
         ids = {id(p) for p in cnn}
         return {"fields": [p for p in self.parameters() if id(p) not in ids], "cnn": cnn}
 
+    def set_face(self, neutral: torch.Tensor) -> None:
+        """The subject's neutral face (N, 3) metres: the landmark code's rest positions."""
+        if self.landmarks is not None:
+            self.landmarks.set_face(neutral)
+
     def set_expression_stats(self, expressions: torch.Tensor) -> None:
-        """Standardise expression inputs with the training frames' statistics; (T, D)."""
+        """Standardise expression inputs with the training frames' statistics; (T, D). Call
+        `set_face` first (the landmark code's displacement scale needs the face)."""
         self.expression.set_stats(torch.as_tensor(expressions))
+        if self.landmarks is not None:
+            self.landmarks.set_stats(torch.as_tensor(expressions))
+
+    def _mouth_cells(self, x: torch.Tensor) -> torch.Tensor:
+        """(M, 3) normalised head samples -> (M,) bool: in the cells around the neutral mouth and jaw
+        that occupancy skipping must keep. The mouth's inside (teeth, tongue, the dark cavity) is seen
+        only when it opens, in a minority of frames, so its cells' remembered weight decays between
+        open frames and skipping would carve the open mouth away."""
+        lm = self.landmarks
+        if lm is None or self.config.mouth_margin < 0:
+            return torch.zeros(len(x), dtype=torch.bool, device=x.device)
+        hull = self.head_grid.hull
+        key = (id(lm.neutral), lm.neutral._version, id(hull), hull._version)
+        cache = getattr(self, "_mouth_cache", None)
+        if cache is None or cache[0] != key:  # recomputed when the face or the hull changes (or moves device)
+            keep = lm.region(self.head_grid.centres(), self.config.mouth_margin, topology.MOUTH_REGION)
+            cache = (key, keep & hull.reshape(-1))
+            self._mouth_cache = cache
+        return cache[1][self.head_grid.cell(x)]
 
     def _skip_empty(self) -> bool:
         """Skip samples in unoccupied cells in this forward? Never during the warm-up, and not on
@@ -305,12 +343,15 @@ class DBFRenderer(Renderer):
         code: torch.Tensor,
         skip: bool,
         deform_pose: torch.Tensor | None = None,
+        landmarks: FrameLandmarks | None = None,
     ) -> _Branch:
         """origins (B, 3), dirs (B, P, 3) in the field's frame -> the branch's samples on B * P rays.
 
         Only samples inside the box (and, when `skip`, in occupied cells) are evaluated. With
         `deform_pose` (torso), samples are first moved by the pose-linear motion (when configured),
-        so occupancy is kept in the field's own frame, then offset by the deformation MLP."""
+        so occupancy is kept in the field's own frame, then offset by the deformation MLP. With
+        `landmarks` (head), the evaluated samples get a Gaussian landmark code and are warped by the
+        landmarks before the field looks them up."""
         B, P, _ = dirs.shape
         near, far, hit = intersect_box(origins[:, None], dirs, fld.box_min, fld.box_max)
         ray = hit.reshape(-1).nonzero()[:, 0]  # (Rh,) rays that hit the box; flat b * P + p
@@ -326,22 +367,32 @@ class DBFRenderer(Renderer):
             per_frame = (torch.bincount(ray // P, minlength=B) * n).tolist()
             x = self.torso_motion(x, per_frame, deform_pose)
         if skip or not bool(grid.hull.all()):
-            idx = grid.query(x, hull_only=not skip).nonzero()[:, 0]  # (M,) into (Rh * n)
+            ok = grid.query(x, hull_only=not skip)
+            if skip and landmarks is not None:
+                ok = ok | self._mouth_cells(x)
+            idx = ok.nonzero()[:, 0]  # (M,) into (Rh * n)
             x_norm = x[idx]
             slot = ray[idx // n] * n + idx % n
         else:
             x_norm = x
             slot = (ray[:, None] * n + torch.arange(n, device=ray.device)).reshape(-1)
         counts = torch.bincount(slot // (P * n), minlength=B).tolist()
+        local = None
+        x_eval = x_norm
+        if landmarks is not None and slot.numel():
+            # After skipping: the landmark terms cost (samples x landmarks), so only evaluated samples
+            # pay. Occupancy therefore lives in the frame's own (unwarped) space, which is why the
+            # cells the open mouth and lowered chin reach are kept (`_mouth_cells`).
+            local = self.landmarks.code(x_norm, counts, landmarks)
+            x_eval = self.landmarks.warp(x_norm, counts, landmarks)
         zero = near.new_zeros(())
         offset_sq = zero.new_zeros(B)
-        x_eval = x_norm
         if deform_pose is not None and slot.numel():
             off = self.deform(x_norm, counts, deform_pose)
             x_eval = x_norm + off * (2.0 / (fld.box_max - fld.box_min))
             sq = off.square().sum(-1) / self.config.deform_max_offset**2
             offset_sq = torch.stack([part.mean() if len(part) else sq.new_zeros(()) for part in sq.split(counts)])
-        sigma, feat = fld(x_eval, counts, code)
+        sigma, feat = fld(x_eval, counts, code) if local is None else fld(x_eval, counts, code, local)
         return _Branch(t_all, delta_all, slot, sigma, feat, x_norm, offset_sq)
 
     def _distortion(self, br: _Branch, w: torch.Tensor, B: int) -> torch.Tensor:
@@ -368,7 +419,9 @@ class DBFRenderer(Renderer):
         R, tr = cond.rotation, cond.translation
         head_o = -(tr[:, None, :] @ R)[:, 0]
         code = self.expression(cond.expression, cond.blink)
-        head = self._march(self.head, self.head_grid, head_o, dirs[None] @ R, c.head_samples, code, skip)
+        lms = self.landmarks.frame_state(cond.expression) if self.landmarks is not None else None
+        head = self._march(self.head, self.head_grid, head_o, dirs[None] @ R, c.head_samples, code, skip,
+                           landmarks=lms)
 
         # Torso branch: the reference head frame is static, so its rays are the same for all frames.
         R0, t0 = cond.ref_rotation, cond.ref_translation

@@ -52,6 +52,7 @@ class ConditionedField(nn.Module):
         density_scale: float,
         density_bias: float,
         layers: int = 1,
+        local_dim: int = 0,
     ) -> None:
         super().__init__()
         self.register_buffer("box_min", torch.tensor(box_min, dtype=torch.float32))
@@ -61,6 +62,11 @@ class ConditionedField(nn.Module):
         self.film = nn.Linear(cond_dim, 2 * hidden)
         nn.init.zeros_(self.film.weight)  # start unconditioned: identity scale, no shift
         nn.init.zeros_(self.film.bias)
+        # A per-sample code (the head's Gaussian landmark code) enters the first hidden layer
+        # additively; zero at the start, so a new field is the unconditioned one.
+        self.local = nn.Linear(local_dim, hidden, bias=False) if local_dim else None
+        if self.local is not None:
+            nn.init.zeros_(self.local.weight)
         self.mid = nn.ModuleList([nn.Linear(hidden, hidden) for _ in range(layers - 1)])
         self.out = nn.Linear(hidden, 1 + feature_dim)
         with torch.no_grad():
@@ -72,11 +78,18 @@ class ConditionedField(nn.Module):
         """Box-frame points (N, 3) metres -> [-1, 1]^3."""
         return (x - self.box_min) / (self.box_max - self.box_min) * 2.0 - 1.0
 
-    def forward(self, x_norm: torch.Tensor, counts: list[int], code: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x_norm: torch.Tensor, counts: list[int], code: torch.Tensor,
+                local: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """x_norm (N, 3) box-normalised points grouped by frame (`counts` per frame), code
-        (B, cond_dim) -> sigma (N,) 1/m, features (N, feature_dim) (channels 0-2: colour in [0, 1])."""
+        (B, cond_dim), local (N, local_dim) per-sample codes (when the field has `local_dim`) ->
+        sigma (N,) 1/m, features (N, feature_dim) (channels 0-2: colour in [0, 1])."""
         gamma, beta = self.film(code).chunk(2, -1)
-        h = F.relu(film_linear(self.planes(x_norm), counts, self.inp, gamma, beta))
+        pre = film_linear(self.planes(x_norm), counts, self.inp, gamma, beta)
+        if self.local is not None:
+            if local is None:
+                raise ValueError("this field takes a per-sample local code")
+            pre = pre + self.local(local)
+        h = F.relu(pre)
         for layer in self.mid:
             h = F.relu(layer(h))
         o = self.out(h)

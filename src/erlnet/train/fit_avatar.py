@@ -149,9 +149,10 @@ def _launched_worker() -> bool:
 
 def prepare_renderer(renderer: Renderer, data: SubjectDataModule, meta: AvatarMeta, max_frames: int = 200,
                      batch_size: int = 16) -> None:
-    """Show a new renderer its training data once: expression statistics of all training frames,
-    and the silhouettes (masks + poses) of up to `max_frames` evenly spaced ones for `carve`."""
+    """Show a new renderer its training data once: the neutral face, expression statistics of all
+    training frames, and the silhouettes (masks + poses) of up to `max_frames` evenly spaced ones for `carve`."""
     train_idx = data.train_set.indices
+    renderer.set_face(torch.from_numpy(meta.neutral).float())
     renderer.set_expression_stats(torch.from_numpy(data.subject.tracking()["expression"][train_idx]))
     frames = Subset(data.train_set, evenly_spaced(np.arange(len(train_idx)), max_frames).tolist())
     background = meta.background_tensor()
@@ -181,7 +182,7 @@ def train_avatar(subject_dir: str | Path, avatar_dir: str | Path, config: Avatar
         raise InputError(f"{avatar_dir}: already trained for {start} steps; raise --max-steps to continue")
     L.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
     data = SubjectDataModule(subject_dir, cfg.data)
-    meta = AvatarMeta.from_subject(data.subject, cfg.data.image_size)
+    meta = AvatarMeta.from_subject(data.subject, data.image_size)
     renderer = cfg.renderer.setup(meta.expression_dim, meta.image_size)
     if ckpt is None:  # a resumed run restores these from its checkpoint
         prepare_renderer(renderer, data, meta)
