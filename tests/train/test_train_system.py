@@ -9,7 +9,17 @@ import torch
 
 from erlnet.errors import ErlnetError
 from erlnet.render.dbf import DBFConfig
-from erlnet.train.avatar import OptimConfig, PhaseConfig, lr_factor, parameter_groups, phase_at, progress_at
+from erlnet.render.losses import RenderLoss
+from erlnet.train.avatar import (
+    OptimConfig,
+    PhaseConfig,
+    lr_factor,
+    parameter_groups,
+    phase_at,
+    progress_at,
+    with_mouth_boost,
+    without_perceptual,
+)
 from erlnet.train.fit_avatar import train_avatar
 
 
@@ -18,6 +28,15 @@ def test_phase_schedule() -> None:
     got = [phase_at(progress_at(s, 100), cfg) for s in (0, 9, 10, 94, 95, 99)]
     assert got == ["warmup", "warmup", "main", "main", "lip", "lip"]
     assert phase_at(0.99, PhaseConfig(warmup_fraction=0.1, lip_fraction=0.0)) == "main"
+
+
+def test_phase_losses_keep_the_mouth_weight_and_the_lip_phase_raises_it() -> None:
+    loss = RenderLoss(mouth_weight=3.0, perceptual=0.1)
+    warm = without_perceptual(loss)
+    assert warm.perceptual == 0.0 and warm.mouth_weight == 3.0  # the mouth counts from the first step
+    assert with_mouth_boost(loss, 2.0).mouth_weight == pytest.approx(5.0)  # 1 + 2 (3 - 1)
+    assert with_mouth_boost(RenderLoss(mouth_weight=1.0), 2.0).mouth_weight == 1.0  # no mouth weighting stays none
+    assert loss.mouth_weight == 3.0  # copies, not edits
 
 
 def test_progress_follows_the_time_budget_when_it_runs_out_first() -> None:

@@ -7,8 +7,10 @@ training time is kept in checkpoints, so a resumed run continues where it was.
 
     warmup   p < warmup_fraction                     no perceptual term: colour and geometry settle
     main                                             the full loss
-    lip      p >= 1 - lip_fraction                   full loss, mouth pixels weighted by the loss's
-                                                     `mouth_weight` in the photometric terms
+    lip      p >= 1 - lip_fraction                   full loss, the mouth weight raised `lip_boost` times
+
+Mouth pixels weigh the loss's `mouth_weight` in the photometric terms in every phase: the mouth is a
+small part of the frame, and a field that learns the mean mouth first hardly unlearns it later.
 
 Optimisation is manual (one Adam, two parameter groups: fields/encodings and CNN), so a step whose
 loss or gradients are NaN/Inf can be skipped consistently on every device: the step is dropped, the
@@ -60,7 +62,8 @@ class PhaseConfig:
     """Training phases by progress (fractions of the run: of max_steps, or of the time budget)."""
 
     warmup_fraction: float = 0.1  # first part of the run without the perceptual loss
-    lip_fraction: float = 0.0  # last part fine-tunes the lips with a mouth-weighted loss (0 = off; weight: --loss.mouth-weight)
+    lip_fraction: float = 0.2  # last part fine-tunes the lips with a raised mouth weight (0 = off)
+    lip_boost: float = 2.0  # the lip phase multiplies the loss's mouth_weight by this
 
 
 def progress_at(step: int, max_steps: int, elapsed_s: float = 0.0, budget_s: float = 0.0) -> float:
@@ -98,6 +101,14 @@ def without_perceptual(loss: LossFn) -> LossFn:
     without such a field is used as is."""
     if is_dataclass(loss) and "perceptual" in {f.name for f in fields(loss)}:
         return replace(loss, perceptual=0.0)
+    return loss
+
+
+def with_mouth_boost(loss: LossFn, boost: float) -> LossFn:
+    """The lip-phase variant of a loss: its `mouth_weight` raised to 1 + boost (mouth_weight - 1)
+    (a dataclass copy); a loss without such a field is used as is."""
+    if is_dataclass(loss) and "mouth_weight" in {f.name for f in fields(loss)}:
+        return replace(loss, mouth_weight=1.0 + boost * (loss.mouth_weight - 1.0))
     return loss
 
 
@@ -160,6 +171,7 @@ class AvatarSystem(L.LightningModule):
         self.renderer = renderer
         self.loss = loss
         self.warmup_loss = without_perceptual(loss)
+        self.lip_loss = with_mouth_boost(loss, (phases or PhaseConfig()).lip_boost)
         self.meta = meta
         self.max_steps = max_steps
         self.optim = optim or OptimConfig()
@@ -220,8 +232,8 @@ class AvatarSystem(L.LightningModule):
         return self.renderer(batch_condition(batch, self.background, self.ref_rotation, self.ref_translation))
 
     def _loss(self, out: RenderOutput, batch: dict[str, torch.Tensor], phase: Phase) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        loss = self.warmup_loss if phase == "warmup" else self.loss
-        return loss(out, batch["rgb"], batch["labels"], mouth=batch["mouth"] if phase == "lip" else None)
+        loss = {"warmup": self.warmup_loss, "lip": self.lip_loss}.get(phase, self.loss)
+        return loss(out, batch["rgb"], batch["labels"], mouth=batch["mouth"])
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         opt = self.optimizers()
