@@ -110,7 +110,7 @@ cfg = AvatarTrainConfig(
                           seed=int(sys.argv[10])),
     data=DataConfig(image_size=int(size)),
     renderer=DBFConfig(fusion=fusion),
-    phases=PhaseConfig(warmup_fraction=0.2, lip_fraction=0.1),
+    phases=PhaseConfig(warmup_fraction=0.2),  # lip phase: the default (last 20 %, mouth weight raised)
 )
 t0 = time.perf_counter()
 result = train_avatar(subject, out, cfg, progress=False)
