@@ -254,14 +254,10 @@ class DBFRenderer(Renderer):
         lm = self.landmarks
         if lm is None or self.config.mouth_margin < 0:
             return torch.zeros(len(x), dtype=torch.bool, device=x.device)
-        hull = self.head_grid.hull
-        key = (id(lm.neutral), lm.neutral._version, id(hull), hull._version)
-        cache = getattr(self, "_mouth_cache", None)
-        if cache is None or cache[0] != key:  # recomputed when the face or the hull changes (or moves device)
-            keep = lm.region(self.head_grid.centres(), self.config.mouth_margin, topology.MOUTH_REGION)
-            cache = (key, keep & hull.reshape(-1))
-            self._mouth_cache = cache
-        return cache[1][self.head_grid.cell(x)]
+        # Recomputed per call (a box test over the G^3 cell centres, negligible beside the march), so
+        # it always matches the current face and hull without cached state.
+        keep = lm.region(self.head_grid.centres(), self.config.mouth_margin, topology.MOUTH_REGION)
+        return (keep & self.head_grid.hull.reshape(-1))[self.head_grid.cell(x)]
 
     def _skip_empty(self) -> bool:
         """Skip samples in unoccupied cells in this forward? Never during the warm-up, and not on
